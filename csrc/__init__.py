@@ -1,0 +1,1 @@
+"""C++/CUDA sources of the ``stackft._C`` extension, shipped so it can be built just in time."""
