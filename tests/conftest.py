@@ -1,0 +1,17 @@
+"""Shared test setup.
+
+Triton reads TRITON_INTERPRET when kernels are decorated, so it is set here, before any test
+module imports stackft.kernels: without a GPU the Triton kernels then run in the interpreter on
+CPU tensors.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
