@@ -1,0 +1,86 @@
+"""TrainConfig: every knob of a run, saved with each checkpoint as JSON.
+
+Defaults follow ../shared/spec/methods.md. Values the paper gives: phase-1 lr 1e-3, BERT-Adam,
+weight decay 0.01, dropout 0.1, Kaiming heads. stackft's own choices (not the paper's, which are
+not recoverable): phase-2 lr 2e-5, 10% warmup per phase, TF-BERT schedule, global clip 1.0,
+gap tolerance 0.02 with patience 3, at most 3 phase-1 epochs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    task: str = "ner"
+    strategy: str = "stack-and-finetune"
+    head: str | None = None  # default: the task's stacked head, or "fc" for finetune-only
+    head_options: dict = field(default_factory=dict)
+    encoder: str | None = None  # HF id or folder; None = packaged all-MiniLM-L6-v2
+    layers: tuple = (-1,)
+    dropout: float = 0.1
+    # data
+    train_path: str | None = None
+    dev_path: str | None = None
+    max_length: int = 128
+    pair_mode: str | None = None  # "joint" | "siamese"; default from the head
+    dev_size: float | None = None
+    split_seed: int = 0
+    max_train: int | None = None
+    max_dev: int | None = None
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_tokens: int | None = None
+    # phases
+    phase1_lr: float = 1e-3
+    phase1_epochs: int = 3
+    stack_epochs: int = 6  # stack-only trains its head to convergence, capped here
+    phase2_lr: float = 2e-5
+    phase2_head_lr: float | None = None  # default: phase2_lr
+    phase2_epochs: int = 3
+    stop_mode: str = "gap"
+    gap_tol: float = 0.02
+    patience: int = 3
+    evals_per_epoch: int = 2
+    # optimisation
+    optimizer: str = "bert_adam"
+    weight_decay: float = 0.01
+    layer_decay: float = 1.0
+    warmup: float = 0.1
+    schedule: str = "bert_tf"
+    clip: float = 1.0
+    clip_mode: str = "global"
+    # seeds (Dodge et al.: head init and data order are separate)
+    init_seed: int = 0
+    data_seed: int = 0
+    # feature cache for frozen-encoder phases: "auto" | "off" | a folder
+    cache: str = "auto"
+    cache_dtype: str = "fp16"
+    # running
+    device: str = "auto"
+    output_dir: str = "runs/stackft"
+    save_every: int = 0  # also checkpoint every N optimizer steps (0: at evaluations only)
+    max_steps_this_run: int | None = None  # checkpoint and return after N steps (time slicing)
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        d = dict(d)
+        if "layers" in d:
+            d["layers"] = tuple(d["layers"])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
