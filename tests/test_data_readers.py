@@ -1,0 +1,332 @@
+"""Readers (CoNLL, pair TSV, text CSV, HF datasets), DataError reporting, and split_examples."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from stackft.data import (
+    DataError,
+    PairExample,
+    TaggedSentence,
+    TextExample,
+    iob1_to_iob2,
+    load_hf_examples,
+    read_conll,
+    read_pairs_tsv,
+    read_text_csv,
+    split_examples,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+DEMO = Path(__file__).parent.parent / "stackft" / "demo_data"
+
+
+def write(tmp_path, name, content):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+# --- DataError -------------------------------------------------------------------------------
+
+
+def test_data_error_message_and_attributes():
+    err = DataError("a/b.txt", 7, "bad thing")
+    assert str(err) == "a/b.txt:7: bad thing"
+    assert (err.path, err.line, err.problem) == ("a/b.txt", 7, "bad thing")
+    assert str(DataError("a/b.txt", None, "empty")) == "a/b.txt: empty"
+    assert isinstance(err, ValueError)
+
+
+# --- CoNLL -----------------------------------------------------------------------------------
+
+
+def test_read_conll_small_fixture():
+    sentences = read_conll(FIXTURES / "conll_small.txt")
+    assert len(sentences) == 4
+    first = sentences[0]
+    assert isinstance(first, TaggedSentence)
+    assert first.tokens[:3] == ["EU", "rejects", "German"]
+    assert first.tags[:3] == ["B-ORG", "O", "B-MISC"]
+    assert first.line == 3  # line 1 is -DOCSTART-, line 2 blank
+    assert sentences[1].tokens == ["Peter", "Blackburn"]
+    assert sentences[1].tags == ["B-PER", "I-PER"]
+    assert sentences[1].line == 13
+    assert all(len(s.tokens) == len(s.tags) for s in sentences)
+
+
+def test_read_conll_other_columns(tmp_path):
+    path = write(tmp_path, "x.txt", "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
+    [sentence] = read_conll(path, token_column=1, tag_column=2)
+    assert sentence.tokens == ["NNP", "VBZ"]
+    assert sentence.tags == ["B-NP", "B-VP"]
+
+
+def test_iob1_fixture_is_detected_and_converted():
+    got = read_conll(FIXTURES / "conll_iob1.txt")
+    want = read_conll(FIXTURES / "conll_iob1_expected_iob2.txt", scheme="iob2")
+    assert [s.tags for s in got] == [s.tags for s in want]
+    assert [s.tokens for s in got] == [s.tokens for s in want]
+    # "Golan Heights Israel": I-LOC I-LOC B-LOC in IOB1 is two chunks
+    golan = got[1]
+    i = golan.tokens.index("Golan")
+    assert golan.tags[i : i + 3] == ["B-LOC", "I-LOC", "B-LOC"]
+
+
+def test_explicit_iob1_and_strict_iob2(tmp_path):
+    path = write(tmp_path, "iob1.txt", "a I-PER\nb I-PER\nc O\nd I-LOC\n")
+    assert read_conll(path, scheme="iob1")[0].tags == ["B-PER", "I-PER", "O", "B-LOC"]
+    with pytest.raises(DataError) as info:
+        read_conll(path, scheme="iob2")
+    assert info.value.line == 1 and str(path) in str(info.value)
+    with pytest.raises(ValueError):
+        read_conll(path, scheme="bioes")
+
+
+@pytest.mark.parametrize(
+    "tags, want",
+    [
+        (["I-PER", "I-PER", "O"], ["B-PER", "I-PER", "O"]),
+        (["O", "I-LOC", "I-ORG", "I-ORG"], ["O", "B-LOC", "B-ORG", "I-ORG"]),
+        (["I-MISC", "B-MISC", "I-MISC"], ["B-MISC", "B-MISC", "I-MISC"]),
+        (["B-PER", "I-PER", "O", "B-LOC"], ["B-PER", "I-PER", "O", "B-LOC"]),  # IOB2 unchanged
+    ],
+)
+def test_iob1_to_iob2(tags, want):
+    assert iob1_to_iob2(tags) == want
+
+
+def test_conll_column_count_mismatch_names_line(tmp_path):
+    path = write(tmp_path, "bad.txt", "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ O\n")
+    with pytest.raises(DataError) as info:
+        read_conll(path)
+    assert info.value.line == 4
+    assert str(info.value).startswith(f"{path}:4:")
+    assert "4" in info.value.problem and "3" in info.value.problem
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "-DOCSTART- -X- -X- O\n\n"])
+def test_conll_empty_file(tmp_path, content):
+    path = write(tmp_path, "empty.txt", content)
+    with pytest.raises(DataError) as info:
+        read_conll(path)
+    assert info.value.path == str(path) and info.value.line is None
+
+
+def test_conll_non_utf8_names_line(tmp_path):
+    path = write(tmp_path, "latin1.txt", "EU B-ORG\n\n".encode() + "Kraków B-LOC\n".encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        read_conll(path)
+    assert info.value.line == 3
+    assert "UTF-8" in info.value.problem
+
+
+@pytest.mark.parametrize("bad", ["PER", "B_PER", "X-PER", "B-", "E-PER"])
+def test_conll_bad_tag_names_line(tmp_path, bad):
+    path = write(tmp_path, "badtag.txt", f"John B-PER\nSmith {bad}\n")
+    with pytest.raises(DataError) as info:
+        read_conll(path)
+    assert info.value.line == 2
+    assert repr(bad) in info.value.problem
+
+
+def test_demo_data_sizes():
+    assert len(read_conll(DEMO / "conll_train.txt")) == 1200
+    assert len(read_conll(DEMO / "conll_dev.txt")) == 300
+
+
+# --- pairs -----------------------------------------------------------------------------------
+
+
+def test_read_pairs_fixture():
+    pairs = read_pairs_tsv(FIXTURES / "qqp_small.tsv")
+    assert len(pairs) == 8
+    assert pairs[0] == PairExample(
+        "How do I get funding for my web based startup idea ?",
+        "How do I get seed funding pre product ?",
+        "1",
+        "327970",
+        1,
+    )
+    assert [p.line for p in pairs] == list(range(1, 9))
+    assert {p.label for p in pairs} <= {"0", "1"}
+
+
+def test_read_pairs_without_id(tmp_path):
+    path = write(tmp_path, "p.tsv", "0\ta \"quoted\b\tb\n\n1\tc\td\n")
+    pairs = read_pairs_tsv(path, has_id=False)
+    assert [(p.text_a, p.label, p.id, p.line) for p in pairs] == [('a "quoted\b', "0", "1", 1), ("c", "1", "3", 3)]
+
+
+def test_pairs_wrong_field_count(tmp_path):
+    path = write(tmp_path, "p.tsv", "1\ta\tb\t7\n0\ta b\t8\n")
+    with pytest.raises(DataError) as info:
+        read_pairs_tsv(path)
+    assert info.value.line == 2 and str(path) in str(info.value)
+    assert "found 3" in info.value.problem
+
+
+def test_pairs_empty_and_non_utf8(tmp_path):
+    with pytest.raises(DataError):
+        read_pairs_tsv(write(tmp_path, "e.tsv", ""))
+    with pytest.raises(DataError) as info:
+        read_pairs_tsv(write(tmp_path, "b.tsv", b"1\ta\tb\t1\n0\t\xff\tb\t2\n"))
+    assert info.value.line == 2
+
+
+# --- text CSV --------------------------------------------------------------------------------
+
+
+def test_read_text_csv_fixture():
+    examples = read_text_csv(FIXTURES / "yahoo_small.csv")
+    assert len(examples) == 6
+    assert isinstance(examples[0], TextExample)
+    assert Counter(e.label for e in examples) == {"society_culture": 3, "science_mathematics": 3}
+    assert all("\\n" not in e.text for e in examples)
+    assert examples[0].text.startswith("religious ppl pray! what do they say? hello! if u pray")
+    # RFC 4180 doubled quotes are unescaped
+    assert '"the ' in examples[1].text and '""' not in examples[1].text
+    assert [e.line for e in examples] == [1, 2, 3, 4, 5, 6]
+
+
+def test_text_csv_header_and_multiline_rows(tmp_path):
+    path = write(tmp_path, "t.csv", 'text,label\n"one\ntwo",a\nthree,b\n')
+    examples = read_text_csv(path)
+    assert [(e.text, e.label, e.line) for e in examples] == [("one\ntwo", "a", 2), ("three", "b", 4)]
+    assert len(read_text_csv(path, header=False)) == 3  # the header becomes a row
+    swapped = write(tmp_path, "s.csv", "x,hello world\ny,bye\n")
+    got = read_text_csv(swapped, text_column=1, label_column=0)
+    assert [(e.text, e.label) for e in got] == [("hello world", "x"), ("bye", "y")]
+
+
+@pytest.mark.parametrize(
+    "content, line, words",
+    [
+        ("a,x\nb,y,z\n", 2, "columns"),
+        ("a,x\n\" \",y\n", 2, "empty text"),
+        ("a,x\nb,\n", 2, "empty label"),
+        ('"a",x\n"b"c,y\n', 2, "malformed"),
+    ],
+)
+def test_text_csv_malformed(tmp_path, content, line, words):
+    path = write(tmp_path, "bad.csv", content)
+    with pytest.raises(DataError) as info:
+        read_text_csv(path)
+    assert info.value.line == line and words in info.value.problem
+    assert str(info.value).startswith(f"{path}:{line}:")
+
+
+def test_text_csv_empty_and_non_utf8(tmp_path):
+    with pytest.raises(DataError):
+        read_text_csv(write(tmp_path, "e.csv", ""))
+    with pytest.raises(DataError) as info:
+        read_text_csv(write(tmp_path, "b.csv", b"ok,a\nok,b\nbad \xe9,a\n"))
+    assert info.value.line == 3
+
+
+# --- Hugging Face datasets (local files only) -------------------------------------------------
+
+
+@pytest.fixture
+def hf_cache(tmp_path):
+    pytest.importorskip("datasets")
+    return str(tmp_path / "hf_cache")
+
+
+def test_hf_ner_from_json(tmp_path, hf_cache):
+    rows = [
+        {"tokens": ["EU", "rejects", "German", "call"], "ner_tags": ["I-ORG", "O", "I-MISC", "O"]},
+        {"tokens": ["Peter", "Blackburn"], "ner_tags": ["B-PER", "I-PER"]},
+    ]
+    path = tmp_path / "ner.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    sentences = load_hf_examples(str(path), "train", "ner", cache_dir=hf_cache)
+    assert [s.tokens for s in sentences] == [r["tokens"] for r in rows]
+    assert sentences[0].tags == ["B-ORG", "O", "B-MISC", "O"]  # IOB1 detected, converted
+    assert [s.line for s in sentences] == [1, 2]
+
+
+def test_hf_classification_from_csv(tmp_path, hf_cache):
+    path = tmp_path / "t.csv"
+    path.write_text("sentence,label\nhello there,pos\nbad day,neg\n")
+    examples = load_hf_examples(str(path), "validation", "classification", cache_dir=hf_cache)
+    assert [(e.text, e.label, e.line) for e in examples] == [("hello there", "pos", 1), ("bad day", "neg", 2)]
+    with pytest.raises(DataError):
+        load_hf_examples(str(path), "validation", "classification", text_column="nope", cache_dir=hf_cache)
+
+
+def test_hf_pairs_classlabel_names_keep_dataset_order(tmp_path, hf_cache):
+    import datasets
+
+    from stackft.data import LabelVocab
+
+    features = datasets.Features(
+        {
+            "question1": datasets.Value("string"),
+            "question2": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["not_duplicate", "duplicate"]),
+            "idx": datasets.Value("int32"),
+        }
+    )
+    data = {"question1": ["a?", "b?"], "question2": ["c?", "d?"], "label": [1, 0], "idx": [10, 11]}
+    path = tmp_path / "qqp.parquet"
+    datasets.Dataset.from_dict(data, features=features).to_parquet(str(path))
+    pairs = load_hf_examples(str(path), "train", "pairs", cache_dir=hf_cache)
+    assert [(p.text_a, p.text_b, p.label, p.id) for p in pairs] == [
+        ("a?", "c?", "duplicate", "10"),
+        ("b?", "d?", "not_duplicate", "11"),
+    ]
+    vocab = LabelVocab.from_examples(pairs, "pairs")
+    assert vocab.to_list() == ["not_duplicate", "duplicate"]  # ids = the dataset's ints
+    train, dev = split_examples(pairs, 1, seed=0)
+    assert LabelVocab.from_examples(train, "pairs") == vocab
+
+
+def test_hf_unknown_task():
+    with pytest.raises(ValueError):
+        load_hf_examples("whatever", "train", "regression")
+
+
+# --- split -----------------------------------------------------------------------------------
+
+
+def _labelled(n_pos, n_neg):
+    return [TextExample(f"t{i}", "1" if i < n_pos else "0", i + 1) for i in range(n_pos + n_neg)]
+
+
+def test_split_stratified_and_deterministic():
+    examples = _labelled(300, 700)
+    train, dev = split_examples(examples, 100, seed=3)
+    assert len(dev) == 100 and len(train) == 900
+    assert Counter(e.label for e in dev) == {"1": 30, "0": 70}
+    assert {e.line for e in train} | {e.line for e in dev} == set(range(1, 1001))
+    assert not {e.line for e in train} & {e.line for e in dev}
+    again = split_examples(examples, 100, seed=3)[1]
+    assert [e.line for e in again] == [e.line for e in dev]
+    other = split_examples(examples, 100, seed=4)[1]
+    assert [e.line for e in other] != [e.line for e in dev]
+    assert [e.line for e in dev] == sorted(e.line for e in dev)  # original order kept
+
+
+def test_split_fraction_and_rounding():
+    examples = _labelled(5, 6)
+    train, dev = split_examples(examples, 0.5, seed=0)
+    assert len(dev) == 6 and len(train) == 5  # round(5.5) = 6 by banker's rounding -> 6
+    assert Counter(e.label for e in dev) == {"0": 3, "1": 3}
+
+
+def test_split_unstratified_and_untyped():
+    sentences = [TaggedSentence(["w"], ["O"], i) for i in range(50)]
+    train, dev = split_examples(sentences, 10)
+    assert len(dev) == 10 and len(train) == 40
+    with pytest.raises(ValueError):
+        split_examples(sentences, 50)
+    with pytest.raises(ValueError):
+        split_examples(sentences, 0)
+    with pytest.raises(ValueError):
+        split_examples(sentences, 1.5)
