@@ -100,8 +100,8 @@ def test_tagging_truncation_counted_and_warned(tokenizer):
     with pytest.warns(UserWarning, match=r"1 of 2 sequences truncated to max_length=10"):
         data = encode_tagged([long, short], tokenizer, NER_VOCAB, max_length=10)
     assert data.n_truncated == 1
-    assert len(data[0]["input_ids"]) == 10 and data[0]["n_words"] == 8
-    assert data[0]["word_starts"] == list(range(1, 9))
+    assert len(data[0]["input_ids"]) == 10 and data[0]["n_words"] == 20
+    assert data[0]["word_starts"] == list(range(1, 9))  # 8 words survive
     assert data[1]["n_words"] == 3
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -287,6 +287,24 @@ def test_hf_pairs_classlabel_names_keep_dataset_order(tmp_path, hf_cache):
     assert LabelVocab.from_examples(train, "pairs") == vocab
 
 
+def test_hf_ner_classlabel_tags_from_saved_dataset(tmp_path, hf_cache):
+    import datasets
+
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    features = datasets.Features(
+        {"tokens": datasets.List(datasets.Value("string")), "ner_tags": datasets.List(datasets.ClassLabel(names=names))}
+    )
+    data = {"tokens": [["John", "Smith", "in", "Kraków"]], "ner_tags": [[1, 2, 0, 3]]}
+    datasets.DatasetDict({"validation": datasets.Dataset.from_dict(data, features=features)}).save_to_disk(
+        str(tmp_path / "saved")
+    )
+    [sentence] = load_hf_examples(str(tmp_path / "saved"), "validation", "ner")
+    assert sentence.tags == ["B-PER", "I-PER", "O", "B-LOC"]
+    arrow = next((tmp_path / "saved" / "validation").glob("*.arrow"))
+    [again] = load_hf_examples(str(arrow), "validation", "ner", cache_dir=hf_cache)
+    assert again.tags == sentence.tags
+
+
 def test_hf_unknown_task():
     with pytest.raises(ValueError):
         load_hf_examples("whatever", "train", "regression")

@@ -126,8 +126,9 @@ def encode_tagged(sentences, tokenizer, vocab: LabelVocab, max_length: int = 128
         labels: list[int] of length T: the tag id on each word's first sub-token, -100 on later
             sub-tokens and special tokens.
         word_starts: list[int], position of the first sub-token of each word that survived
-            truncation (words 0..n_words-1, in order).
-        n_words: int = len(word_starts). Words n_words.. were truncated away; predict "O" for them.
+            truncation (words 0..len(word_starts)-1, in order).
+        n_words: int, the sentence's word count (len(tokens)). Words len(word_starts)..n_words-1
+            were truncated away; predict "O" for them so predictions match the gold tags.
 
     A word that tokenises to nothing (e.g. a lone control character) is encoded as the tokenizer's
     unknown token, so every word keeps a position. Unknown tags raise DataError(path, line).
@@ -150,7 +151,7 @@ def encode_tagged(sentences, tokenizer, vocab: LabelVocab, max_length: int = 128
                 labels[position] = labels_of_words[w]
                 starts.append(position)
             previous = w
-        items.append({**enc, "labels": labels, "word_starts": starts, "n_words": len(starts)})
+        items.append({**enc, "labels": labels, "word_starts": starts, "n_words": len(labels_of_words)})
         lengths.append(len(enc["input_ids"]))
     n_truncated = sum(too_long)
     _warn_truncated(n_truncated, len(items), max_length)

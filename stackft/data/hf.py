@@ -13,7 +13,8 @@ from .pairs import PairExample
 from .textcls import TextExample
 
 TASKS = ("ner", "classification", "pairs")
-_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
+             ".arrow": "arrow"}
 _TEXT_COLUMNS = ("text", "sentence", "content", "document", "question")
 _PAIR_COLUMNS = (("question1", "question2"), ("sentence1", "sentence2"), ("text_a", "text_b"),
                  ("premise", "hypothesis"), ("q1", "q2"), ("question", "sentence"))
@@ -102,7 +103,7 @@ def load_hf_examples(name_or_path, split: str, task: str, *, text_column: str | 
     """Read one split of a Hugging Face dataset as stackft examples.
 
     Args:
-        name_or_path: a hub id (``"conll2003"``), a local .csv/.tsv/.json/.jsonl/.parquet file
+        name_or_path: a hub id (``"conll2003"``), a local .csv/.tsv/.json/.jsonl/.parquet/.arrow file
             (loaded as split ``split``), a folder written by ``save_to_disk``, or a
             ``datasets.Dataset``/``DatasetDict`` object.
         split: split name ("train", "validation", ...).
