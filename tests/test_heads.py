@@ -21,6 +21,8 @@ SMALL_MATCH = dict(perspectives=3, context_hidden=6)
 CASES = {
     "fc-sequence": ("fc", "sequence", {}),
     "fc-token": ("fc", "token", {}),
+    "linear-sequence": ("linear", "sequence", {}),
+    "linear-token": ("linear", "token", {}),
     "bilstm": ("bilstm", "token", dict(lstm_hidden=8)),
     "highway-lstm": ("highway-lstm", "sequence", dict(lstm_hidden=8)),
     "densenet": ("densenet", "sequence", {}),
@@ -274,15 +276,17 @@ def test_bimpm_noctx_full_matching_uses_cls():
 # ---- registry ----------------------------------------------------------------------------------
 
 def test_registry():
-    assert set(HEADS) == {"fc", "bilstm", "highway-lstm", "densenet", "bimpm", "bimpm-noctx", "sim-transformer"}
+    assert set(HEADS) == {"fc", "linear", "bilstm", "highway-lstm", "densenet", "bimpm", "bimpm-noctx", "sim-transformer"}
     assert isinstance(build_head("fc", H, C, level="token"), FCTokenHead)
     assert isinstance(build_head("fc", H, C), FCSequenceHead)
     assert isinstance(build_head("fc", H, C, level="sequence"), FCSequenceHead)
+    assert build_head("linear", H, C, level="token").level == "token"
+    assert build_head("linear", H, C).level == "sequence"
     assert isinstance(build_head("highway_lstm", H, C, lstm_hidden=4), HighwayLSTMClassifier)
     noctx = build_head("bimpm-noctx", H, C, perspectives=2)
     assert isinstance(noctx, BiMPMHead) and noctx.matching.context is None
     assert build_head("bimpm", H, C, perspectives=2).matching.context is not None
-    with pytest.raises(ValueError, match="known heads: fc, bilstm"):
+    with pytest.raises(ValueError, match="known heads: fc, linear, bilstm"):
         build_head("crf", H, C)
     with pytest.raises(ValueError, match="token-level"):
         build_head("bilstm", H, C, level="sequence")

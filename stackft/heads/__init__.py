@@ -13,13 +13,19 @@ from .densenet import DenseNetCNNClassifier
 from .fc import FCSequenceHead, FCTokenHead
 from .highway_lstm import HighwayLSTMClassifier
 from .init import kaiming_init
+from .linear import LinearSequenceHead, LinearTokenHead
 from .sim_transformer import SimTransformerHead
 
 LEVELS = ("token", "sequence")
 
-# "fc" resolves to FCTokenHead or FCSequenceHead by level; see build_head.
+# "fc" and "linear" (the LP-FT probe) resolve to their token or sequence class by level; see build_head.
+_BY_LEVEL = {
+    "fc": {"token": FCTokenHead, "sequence": FCSequenceHead},
+    "linear": {"token": LinearTokenHead, "sequence": LinearSequenceHead},
+}
 HEADS = {
     "fc": FCSequenceHead,
+    "linear": LinearSequenceHead,
     "bilstm": BiLSTMTagger,
     "highway-lstm": HighwayLSTMClassifier,
     "densenet": DenseNetCNNClassifier,
@@ -35,8 +41,8 @@ def _factory(name: str, level: str | None):
         raise ValueError(f"unknown head {name!r}; known heads: {', '.join(HEADS)}")
     if level is not None and level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-    if key == "fc":
-        return FCTokenHead if level == "token" else FCSequenceHead
+    if key in _BY_LEVEL:
+        return _BY_LEVEL[key][level or "sequence"]
     factory = HEADS[key]
     if level is not None and level != factory.level:
         raise ValueError(f"head {name!r} is {factory.level}-level, but level={level!r} was requested")
@@ -46,7 +52,7 @@ def _factory(name: str, level: str | None):
 def build_head(name: str, hidden_size: int, num_labels: int, *, level: str | None = None, **options) -> nn.Module:
     """Construct head ``name`` (a key of :data:`HEADS`; ``_`` and ``-`` are interchangeable).
 
-    ``level`` picks the FC variant for "fc" (None means "sequence"); for the other heads it is
+    ``level`` picks the variant for "fc" and "linear" (None means "sequence"); for the other heads it is
     only checked against the head's own level. Unknown names or mismatched levels raise ValueError.
     """
     return _factory(name, level)(hidden_size, num_labels, **options)
@@ -64,6 +70,6 @@ def head_pair_input(name: str) -> bool:
 
 __all__ = [
     "HEADS", "build_head", "head_level", "head_pair_input", "kaiming_init",
-    "FCTokenHead", "FCSequenceHead", "BiLSTMTagger", "HighwayLSTMClassifier", "DenseNetCNNClassifier",
+    "FCTokenHead", "FCSequenceHead", "LinearTokenHead", "LinearSequenceHead", "BiLSTMTagger", "HighwayLSTMClassifier", "DenseNetCNNClassifier",
     "BiMPMHead", "BiMPMNoContextHead", "MultiPerspectiveMatching", "SimTransformerHead",
 ]
