@@ -6,6 +6,8 @@ in place of the aggregation BiLSTM.
 shared by both sides -> masked mean- and max-pool per side -> concat ``[B, 4·d_model]`` ->
 ``Dropout -> Linear -> ReLU -> Dropout -> Linear -> [B, C]``.
 
+Init: ``kaiming_init`` covers every ``nn.Linear`` (projection, attention out-proj, FF, classifier);
+the attention ``in_proj_weight`` is a raw parameter and keeps PyTorch's Xavier init.
 No positional encoding is added: with the context BiLSTM the matching features already carry order.
 Every sequence needs at least one real token (a fully padded row makes attention undefined).
 """
