@@ -30,14 +30,14 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data.batching import make_loader
 from .encoders import Encoder, load_encoder
 from .heads import build_head
 from .model import StackModel, task_loss
 from .optim import build_param_groups, clip_gradients, make_optimizer, make_scheduler
 from .stopper import Phase1Stopper
 from .strategies import Phase, default_head, plan_phases
-from .tasks import TaskData, decode_batch, get_task, load_task_data, score
+from .evaluate import SubsetView, evaluate, loader, to_device
+from .tasks import TaskData, get_task, load_task_data
 
 log = logging.getLogger("stackft")
 
@@ -46,36 +46,10 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class SubsetView(torch.utils.data.Dataset):
-    """Items ``indices`` of an EncodedDataset, keeping each item's original ``index``."""
-
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, list(indices)
-        self.lengths = [dataset.lengths[i] for i in self.indices]
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return self.dataset[self.indices[i]]
-
-
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def loader(dataset, batch_size: int, pad_id: int, *, shuffle: bool, seed: int = 0, max_tokens=None):
-    """make_loader with a private generator: iterating must not draw from the global RNG,
-    or a resumed run (which re-creates the iterator) would see different dropout masks."""
-    dl = make_loader(dataset, batch_size, pad_id, shuffle=shuffle, seed=seed, max_tokens=max_tokens)
-    dl.generator = torch.Generator().manual_seed(seed)
-    return dl
 
 
 def build_model(cfg: TrainConfig, encoder: Encoder, num_labels: int) -> StackModel:
@@ -146,29 +120,12 @@ class Trainer:
         self.features = CachedFeatures.for_run(self)
 
     # -- evaluation -------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, dataset, split: str = "dev") -> list:
-        """Predictions for every item of ``dataset`` (an EncodedDataset or SubsetView), in order."""
-        was_training = self.model.training
-        self.model.eval()
-        dl = loader(dataset, self.cfg.eval_batch_size, self.encoder.pad_id, shuffle=False)
-        preds: dict[int, object] = {}
-        for batch in dl:
-            batch = _to_device(batch, self.device)
-            logits = self.model.forward_features(self._features(batch, split))
-            for idx, p in zip(batch["index"].tolist(), decode_batch(self.task, logits, batch, self.data.vocab)):
-                preds[idx] = p
-        self.model.train(was_training)
-        order = dataset.indices if isinstance(dataset, SubsetView) else range(len(dataset))
-        return [preds[i] for i in order]
-
     def evaluate(self, split: str = "dev") -> dict:
-        if split == "dev":
-            ds, idx = self.data.dev, None
-        else:
-            ds, idx = SubsetView(self.data.train, self.train_probe), self.train_probe
-        base = self.data.train if split != "dev" else ds
-        return score(self.task, base, self.predict(ds, split), self.data.vocab, indices=idx)
+        """Metrics on dev, or on the fixed train probe (``split="train"``) used by the gap rule."""
+        ds = self.data.dev if split == "dev" else SubsetView(self.data.train, self.train_probe)
+        features = (lambda b: self.features(b, split)) if self.features is not None else None
+        return evaluate(self.model, ds, self.task, self.data.vocab, batch_size=self.cfg.eval_batch_size,
+                        device=self.device, features=features)
 
     # -- checkpoints ------------------------------------------------------------------------
     def _meta(self, metrics: dict | None = None) -> dict:
@@ -309,7 +266,7 @@ class Trainer:
         return True, steps_left
 
     def _train_step(self, batch, optimizer, scheduler) -> float:
-        batch = _to_device(batch, self.device)
+        batch = to_device(batch, self.device)
         logits = self.model.forward_features(self._features(batch, "train"))
         loss = task_loss(logits, batch["labels"])
         if not torch.isfinite(loss):
