@@ -1,0 +1,253 @@
+// CPU kernel of gather_pad and the op registration (namespace stackft_C).
+//
+// One pass over the output: every (sequence, token) row of `padded` is either converted from its
+// source row or zero-filled, and its mask bit written, in the same at::parallel_for task, so the
+// output is never touched twice (no zero-fill pass before the copy).
+#include "gather_pad.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/TensorBody.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define STACKFT_X86 1
+#endif
+
+namespace stackft {
+
+void check_gather_pad_args(const at::Tensor& values, const at::Tensor& offsets,
+                           const at::Tensor& indices, const std::optional<at::Tensor>& scales,
+                           at::ScalarType out_dtype) {
+  const auto vt = values.scalar_type();
+  TORCH_CHECK_TYPE(vt == at::kFloat || vt == at::kHalf || vt == at::kBFloat16 || vt == at::kChar,
+                   "gather_pad: values must be float32, float16, bfloat16 or int8, got ", vt);
+  TORCH_CHECK_VALUE(values.dim() == 2, "gather_pad: values must be 2-D [N_tokens, d], got ",
+                    values.dim(), "-D");
+  TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong, "gather_pad: offsets must be int64, got ",
+                   offsets.scalar_type());
+  TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.size(0) >= 1,
+                    "gather_pad: offsets must be 1-D [N + 1] with N >= 0");
+  TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
+                   "gather_pad: indices must be int32 or int64, got ", indices.scalar_type());
+  TORCH_CHECK_VALUE(indices.dim() == 1, "gather_pad: indices must be 1-D [B], got ",
+                    indices.dim(), "-D");
+  TORCH_CHECK_TYPE(out_dtype == at::kFloat || out_dtype == at::kHalf || out_dtype == at::kBFloat16,
+                   "gather_pad: out_dtype must be float32, float16 or bfloat16, got ", out_dtype);
+  if (vt == at::kChar) {
+    TORCH_CHECK_VALUE(scales.has_value(),
+                      "gather_pad: int8 values need per-token scales [N_tokens] (float16)");
+    const auto& s = *scales;
+    TORCH_CHECK_TYPE(s.scalar_type() == at::kHalf, "gather_pad: scales must be float16, got ",
+                     s.scalar_type());
+    TORCH_CHECK_VALUE(s.dim() == 1 && s.size(0) == values.size(0),
+                      "gather_pad: scales must be 1-D [N_tokens] = [", values.size(0), "], got ",
+                      s.sizes());
+  } else {
+    TORCH_CHECK_VALUE(!scales.has_value(), "gather_pad: scales only apply to int8 values (got ",
+                      vt, " values)");
+  }
+}
+
+namespace {
+
+// ---- row conversion ---------------------------------------------------------------------------
+
+template <typename in_t, typename out_t, bool kScaled>
+inline void convert_row(const in_t* src, out_t* dst, int64_t d, float scale) {
+  if constexpr (!kScaled && std::is_same_v<in_t, out_t>) {
+    std::memcpy(dst, src, static_cast<size_t>(d) * sizeof(out_t));
+  } else {
+    for (int64_t j = 0; j < d; ++j) {
+      float x = static_cast<float>(src[j]);
+      if constexpr (kScaled) x *= scale;
+      dst[j] = static_cast<out_t>(x);
+    }
+  }
+}
+
+#ifdef STACKFT_X86
+// c10::Half -> float is a scalar bit-twiddle unless the whole build targets F16C; the cache's
+// common case (fp16 store, fp32 out) gets a hardware-converted path, picked at run time.
+__attribute__((target("avx,f16c"))) void half_to_float_row_f16c(const c10::Half* src, float* dst,
+                                                                  int64_t d) {
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j));
+    _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(h));
+  }
+  for (; j < d; ++j) dst[j] = static_cast<float>(src[j]);
+}
+
+const bool kHasF16C = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+#endif
+
+template <>
+inline void convert_row<c10::Half, float, false>(const c10::Half* src, float* dst, int64_t d,
+                                                 float) {
+#ifdef STACKFT_X86
+  if (kHasF16C) {
+    half_to_float_row_f16c(src, dst, d);
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < d; ++j) dst[j] = static_cast<float>(src[j]);
+}
+
+template <typename out_t>
+inline void zero_row(out_t* dst, int64_t d) {
+  std::memset(dst, 0, static_cast<size_t>(d) * sizeof(out_t));  // +0.0 is all-zero bits
+}
+
+// ---- kernel -----------------------------------------------------------------------------------
+
+template <typename in_t, typename out_t, bool kScaled>
+void gather_pad_rows(const in_t* values, const c10::Half* scales, const int64_t* starts,
+                     const int64_t* lens, int64_t B, int64_t T, int64_t d, out_t* out,
+                     bool* mask) {
+  // Aim for ~64 KiB of output per task so small batches don't pay thread wake-ups per row.
+  const int64_t row_bytes = std::max<int64_t>(1, d * static_cast<int64_t>(sizeof(out_t)));
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / row_bytes);
+  at::parallel_for(0, B * T, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / T;
+      const int64_t t = r - b * T;
+      out_t* dst = out + r * d;
+      if (t < lens[b]) {
+        const int64_t src_row = starts[b] + t;
+        const float s = kScaled ? static_cast<float>(scales[src_row]) : 1.0f;
+        convert_row<in_t, out_t, kScaled>(values + src_row * d, dst, d, s);
+        mask[r] = true;
+      } else {
+        zero_row(dst, d);
+        mask[r] = false;
+      }
+    }
+  });
+}
+
+template <typename in_t, bool kScaled>
+void dispatch_out(const at::Tensor& values, const c10::Half* scales, const int64_t* starts,
+                  const int64_t* lens, int64_t B, int64_t T, at::Tensor& out, at::Tensor& mask) {
+  const int64_t d = values.size(1);
+  const in_t* v = values.const_data_ptr<in_t>();
+  bool* m = mask.mutable_data_ptr<bool>();
+  switch (out.scalar_type()) {
+    case at::kFloat:
+      gather_pad_rows<in_t, float, kScaled>(v, scales, starts, lens, B, T, d,
+                                            out.mutable_data_ptr<float>(), m);
+      break;
+    case at::kHalf:
+      gather_pad_rows<in_t, c10::Half, kScaled>(v, scales, starts, lens, B, T, d,
+                                                out.mutable_data_ptr<c10::Half>(), m);
+      break;
+    case at::kBFloat16:
+      gather_pad_rows<in_t, c10::BFloat16, kScaled>(v, scales, starts, lens, B, T, d,
+                                                    out.mutable_data_ptr<c10::BFloat16>(), m);
+      break;
+    default:
+      TORCH_CHECK(false, "gather_pad: unsupported out_dtype ", out.scalar_type());
+  }
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> gather_pad_cpu(const at::Tensor& values_in,
+                                                  const at::Tensor& offsets_in,
+                                                  const at::Tensor& indices_in,
+                                                  const std::optional<at::Tensor>& scales_in,
+                                                  at::ScalarType out_dtype) {
+  check_gather_pad_args(values_in, offsets_in, indices_in, scales_in, out_dtype);
+  TORCH_CHECK(values_in.device().is_cpu() && offsets_in.device().is_cpu() &&
+                  indices_in.device().is_cpu() &&
+                  (!scales_in.has_value() || scales_in->device().is_cpu()),
+              "gather_pad (CPU kernel): all inputs must be CPU tensors");
+
+  // contiguous() is free for the cache's memory-mapped tensors (already row-major).
+  const at::Tensor values = values_in.contiguous();
+  const at::Tensor offsets = offsets_in.contiguous();
+  const at::Tensor indices = indices_in.to(at::kLong).contiguous();
+  const bool scaled = values.scalar_type() == at::kChar;
+  at::Tensor scales;
+  if (scaled) scales = scales_in->contiguous();
+
+  const int64_t B = indices.size(0);
+  const int64_t n_seqs = offsets.size(0) - 1;
+  const int64_t n_tokens = values.size(0);
+  const int64_t d = values.size(1);
+  const int64_t* off = offsets.const_data_ptr<int64_t>();
+  const int64_t* idx = indices.const_data_ptr<int64_t>();
+
+  std::vector<int64_t> starts(B), lens(B);
+  int64_t T = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t i = idx[b];
+    TORCH_CHECK_INDEX(i >= 0 && i < n_seqs, "gather_pad: index ", i, " (position ", b,
+                      ") is out of range for ", n_seqs, " sequences");
+    const int64_t s = off[i], e = off[i + 1];
+    TORCH_CHECK_VALUE(s >= 0 && s <= e && e <= n_tokens,
+                      "gather_pad: offsets must be non-decreasing within [0, N_tokens=", n_tokens,
+                      "]; sequence ", i, " spans [", s, ", ", e, ")");
+    starts[b] = s;
+    lens[b] = e - s;
+    T = std::max(T, e - s);
+  }
+
+  auto out = at::empty({B, T, d}, values.options().dtype(out_dtype));
+  auto mask = at::empty({B, T}, values.options().dtype(at::kBool));
+  if (B == 0 || T == 0) return {out, mask};
+
+  const c10::Half* sc = scaled ? scales.const_data_ptr<c10::Half>() : nullptr;
+  switch (values.scalar_type()) {
+    case at::kFloat:
+      dispatch_out<float, false>(values, sc, starts.data(), lens.data(), B, T, out, mask);
+      break;
+    case at::kHalf:
+      dispatch_out<c10::Half, false>(values, sc, starts.data(), lens.data(), B, T, out, mask);
+      break;
+    case at::kBFloat16:
+      dispatch_out<c10::BFloat16, false>(values, sc, starts.data(), lens.data(), B, T, out, mask);
+      break;
+    case at::kChar:
+      dispatch_out<int8_t, true>(values, sc, starts.data(), lens.data(), B, T, out, mask);
+      break;
+    default:
+      TORCH_CHECK(false, "gather_pad: unsupported values dtype ", values.scalar_type());
+  }
+  return {out, mask};
+}
+
+namespace {
+
+std::string build_info() {
+  std::string s = "stackft_C abi=1";
+#ifdef STACKFT_WITH_CUDA
+  s += " cuda=1";
+#else
+  s += " cuda=0";
+#endif
+#ifdef STACKFT_X86
+  s += kHasF16C ? " f16c=1" : " f16c=0";
+#endif
+  return s;
+}
+
+}  // namespace
+}  // namespace stackft
+
+TORCH_LIBRARY(stackft_C, m) {
+  m.def(
+      "gather_pad(Tensor values, Tensor offsets, Tensor indices, Tensor? scales, "
+      "ScalarType out_dtype) -> (Tensor, Tensor)");
+  m.def("build_info() -> str", &stackft::build_info);
+}
+
+TORCH_LIBRARY_IMPL(stackft_C, CPU, m) { m.impl("gather_pad", &stackft::gather_pad_cpu); }

@@ -1,0 +1,176 @@
+"""Build and load the C++/CUDA op library ``stackft_C`` (sources in ``stackft.csrc``).
+
+The library is compiled just in time with ninja through ``torch.utils.cpp_extension.load`` on
+first use and cached under ``$STACKFT_EXT_DIR``, else ``$TORCH_EXTENSIONS_DIR/stackft``, else
+``~/.cache/stackft/ext``, in a folder keyed by a hash of the sources, the torch version and the
+build flavour, so a source edit or a torch upgrade gets a fresh build and never a stale binary.
+It registers plain dispatcher ops (``torch.ops.stackft_C.gather_pad``, ``.build_info``) rather
+than a pybind module: no Python headers, a faster build, and the ops are visible to the
+dispatcher. ``stackft.ops`` wraps them in a ``torch.library.custom_op`` with a fake impl.
+
+CUDA sources are compiled only when torch itself has CUDA (``torch.version.cuda``) and a CUDA
+toolkit is found (``CUDA_HOME``). When no compiler works, ``load()`` warns once and returns None
+and callers use the pure-PyTorch fallback; importing this module never builds anything.
+
+Environment: ``STACKFT_NO_EXT=1`` forces the fallback, ``STACKFT_EXT_VERBOSE=1`` shows the build
+log, ``STACKFT_EXT_DIR`` moves the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+NAME = "stackft_C"
+SRC_DIR = Path(__file__).resolve().parent.parent / "csrc"
+_SUFFIXES = (".cpp", ".cu", ".h", ".cuh")
+
+_lock = threading.Lock()
+_state: dict = {"loaded": None, "error": None, "warned": False}
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """Where the library landed and what went into it."""
+
+    path: str
+    build_dir: str
+    with_cuda: bool
+    info: str
+
+
+def _src_dir() -> Path:
+    # Editable installs map stackft.csrc -> <repo>/csrc; an installed wheel ships it as a package.
+    if SRC_DIR.is_dir():
+        return SRC_DIR
+    import stackft.csrc
+
+    return Path(stackft.csrc.__file__).resolve().parent
+
+
+def sources() -> list[Path]:
+    """All source files (sorted); the CUDA ones are compiled only when :func:`want_cuda`."""
+    return sorted(p for p in _src_dir().iterdir() if p.suffix in _SUFFIXES)
+
+
+def want_cuda() -> bool:
+    """True when torch has CUDA and a CUDA toolkit is found (so .cu files are compiled)."""
+    if os.environ.get("STACKFT_EXT_NO_CUDA") == "1" or not torch.version.cuda:
+        return False
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return CUDA_HOME is not None
+
+
+def disabled() -> bool:
+    return os.environ.get("STACKFT_NO_EXT", "") not in ("", "0")
+
+
+def _verbose_env() -> bool:
+    return os.environ.get("STACKFT_EXT_VERBOSE", "") not in ("", "0")
+
+
+def cache_root() -> Path:
+    if os.environ.get("STACKFT_EXT_DIR"):
+        return Path(os.environ["STACKFT_EXT_DIR"])
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return Path(os.environ["TORCH_EXTENSIONS_DIR"]) / "stackft"
+    return Path.home() / ".cache" / "stackft" / "ext"
+
+
+def build_key(with_cuda: bool) -> str:
+    """Folder name: torch version, python version, flavour and a hash of all sources."""
+    h = hashlib.sha256()
+    for p in sources():
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    flavour = f"cu{torch.version.cuda}" if with_cuda else "cpu"
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return f"torch{torch.__version__}-{py}-{flavour}-{h.hexdigest()[:16]}".replace("+", "_")
+
+
+def _compile(verbose: bool) -> BuildInfo:
+    from torch.utils import cpp_extension
+
+    with_cuda = want_cuda()
+    srcs = [str(p) for p in sources() if p.suffix == ".cpp" or (with_cuda and p.suffix == ".cu")]
+    build_dir = cache_root() / build_key(with_cuda)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    cflags = ["-O3"] + (["-DSTACKFT_WITH_CUDA"] if with_cuda else [])
+    path = cpp_extension.load(
+        name=NAME,
+        sources=srcs,
+        extra_cflags=cflags,
+        extra_cuda_cflags=["-O3", "-lineinfo", "-DSTACKFT_WITH_CUDA"],
+        extra_include_paths=[str(_src_dir())],
+        build_directory=str(build_dir),
+        with_cuda=with_cuda,
+        is_python_module=False,
+        verbose=verbose,
+    )
+    return BuildInfo(str(path), str(build_dir), with_cuda, torch.ops.stackft_C.build_info())
+
+
+def load(verbose: bool | None = None) -> BuildInfo | None:
+    """Build (first time) and load the op library; None when disabled or the build failed.
+
+    A failure is warned about once per process; the error is kept in :func:`load_error`.
+    """
+    if disabled():
+        return None
+    if _state["loaded"] is not None:
+        return _state["loaded"]
+    if _state["error"] is not None:
+        return None
+    with _lock:
+        if _state["loaded"] is None and _state["error"] is None:
+            try:
+                _state["loaded"] = _compile(_verbose_env() if verbose is None else verbose)
+            except Exception as e:  # any compiler/linker/loader failure means: use the fallback
+                _state["error"] = e
+                if not _state["warned"]:
+                    _state["warned"] = True
+                    warnings.warn(
+                        "stackft: the C++ extension could not be built or loaded "
+                        f"({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
+                        "using the pure-PyTorch fallback (slower). Set STACKFT_EXT_VERBOSE=1 "
+                        "for the build log, STACKFT_NO_EXT=1 to silence this.",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+    return _state["loaded"]
+
+
+def load_error() -> BaseException | None:
+    """The exception of the last failed build in this process, if any."""
+    return _state["error"]
+
+
+def available() -> bool:
+    return load() is not None
+
+
+def has_cuda_kernels() -> bool:
+    info = load()
+    return info is not None and info.with_cuda
+
+
+def build(verbose: bool = True) -> BuildInfo:
+    """Prebuild (``stackft build-ext``): like :func:`load` but raises on failure."""
+    if _state["loaded"] is not None:
+        return _state["loaded"]
+    with _lock:
+        if _state["loaded"] is None:
+            _state["loaded"] = _compile(verbose)
+            _state["error"] = None
+    return _state["loaded"]
