@@ -45,6 +45,8 @@ class TrainConfig:
     gap_tol: float = 0.02
     patience: int = 3
     evals_per_epoch: int = 2
+    pet: str = "lora"  # eh-ft phase 1: "lora" | "bitfit"
+    pet_lr: float = 5e-4  # eh-ft phase-1 lr of the PET parameters (EH-FT's value)
     # optimisation
     optimizer: str = "bert_adam"
     weight_decay: float = 0.01
@@ -64,6 +66,7 @@ class TrainConfig:
     output_dir: str = "runs/stackft"
     save_every: int = 0  # also checkpoint every N optimizer steps (0: at evaluations only)
     max_steps_this_run: int | None = None  # checkpoint and return after N steps (time slicing)
+    stop_after_phase: int | None = None  # checkpoint and return once phase N (0-based) has ended
     progress: bool = True
 
     def to_dict(self) -> dict:

@@ -104,6 +104,9 @@ class Trainer:
         n_sub = min(len(data.train), max(len(data.dev), 1))
         self.train_probe = sorted(random.Random(cfg.data_seed).sample(range(len(data.train)), n_sub))
         self.features = None  # set per phase: a cache-backed feature source, or None (live encoder)
+        self._pretrained = None
+        if any(p.reload_encoder for p in self.phases):  # EH-FT restarts phase 2 from these weights
+            self._pretrained = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
 
     # -- features ---------------------------------------------------------------------------
     def _features(self, batch: dict, split: str) -> dict:
@@ -113,7 +116,7 @@ class Trainer:
 
     def _setup_features(self, phase: Phase) -> None:
         self.features = None
-        if phase.train_encoder or self.cfg.cache == "off":
+        if phase.train_encoder or phase.pet or self.cfg.cache == "off":
             return
         from .cache_features import CachedFeatures
 
@@ -142,11 +145,11 @@ class Trainer:
         }
 
     def _save_last(self, optimizer, scheduler, stopper) -> None:
-        state = {
+        state = {  # optimizer None: saved at a phase boundary
             "position": vars(self.pos).copy(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "stopper": stopper.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer else None,
+            "scheduler": scheduler.state_dict() if scheduler else None,
+            "stopper": stopper.state_dict() if stopper else None,
             "best": self.best,
             "phase_times": self.phase_times,
             "history": self.history,
@@ -165,9 +168,11 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         state = None
         if resume and (self.out / "last" / "state.pt").exists():
-            ckpt.load_weights(self.out / "last", self.model)
             state = torch.load(self.out / "last" / "state.pt", weights_only=False)
             self.pos = _Position(**state["position"])
+            if self.phases[self.pos.phase].pet and state["optimizer"] is not None:
+                self._attach_pet(self.phases[self.pos.phase])  # the saved weights include the PET modules
+            ckpt.load_weights(self.out / "last", self.model)
             self.best, self.phase_times, self.history = state["best"], state["phase_times"], state["history"]
             self._rewrite_log()
             log.info("resuming from %s at %s", self.out / "last", self.pos)
@@ -182,11 +187,23 @@ class Trainer:
                 continue
             if p_idx > self.pos.phase:
                 self.pos = _Position(phase=p_idx, global_step=self.pos.global_step)
+            if state is not None and state["optimizer"] is None:
+                state = None  # saved at a phase boundary: the phase starts fresh
             finished, steps_left = self._run_phase(phase, state, steps_left)
             state = None
             if not finished:
                 return {"status": "interrupted", "position": vars(self.pos).copy()}
+            if self.cfg.stop_after_phase == p_idx and p_idx + 1 < len(self.phases):
+                self.pos = _Position(phase=p_idx + 1, global_step=self.pos.global_step)
+                self._save_last(None, None, None)
+                return {"status": "paused", "position": vars(self.pos).copy()}
         return self._finish()
+
+    def _attach_pet(self, phase: Phase) -> None:
+        from . import pet
+
+        pet.attach(self.model.encoder, phase.pet)
+        self.model.to(self.device)
 
     def _rewrite_log(self) -> None:
         with open(self.out / "metrics.jsonl", "w") as f:
@@ -195,10 +212,14 @@ class Trainer:
 
     def _run_phase(self, phase: Phase, state: dict | None, steps_left: int | None):
         cfg, model = self.cfg, self.model
+        if phase.reload_encoder and state is None and self.pos.phase_step == 0:
+            model.encoder.load_state_dict(self._pretrained)
         if phase.train_encoder:
             model.unfreeze_encoder()
         else:
             model.freeze_encoder()
+        if phase.pet:
+            self._attach_pet(phase)
         self._setup_features(phase)
         groups = build_param_groups(model, head_lr=phase.head_lr, encoder_lr=phase.encoder_lr,
                                     weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
@@ -261,6 +282,10 @@ class Trainer:
             ckpt.load_weights(chosen_path, model)
             tqdm.write(f"[{phase.name}] ends on the evaluation at step {stopper.chosen_step} (stop rule: {phase.stop_mode})")
         self.phase_times[phase.name] = time.perf_counter() - t0
+        if phase.pet:
+            from . import pet
+
+            pet.detach(model.encoder, phase.pet)
         if phase.restore_chosen:
             ckpt.save_checkpoint(self.out / f"{phase.name}_end", model, self._meta({"stop_reason": stopper.reason}))
         return True, steps_left
@@ -296,7 +321,7 @@ class Trainer:
         stop = stopper.update(self.pos.phase_step, None if train is None else train[key], dev[key])
         if phase.restore_chosen and stopper.chosen != prev_chosen:
             ckpt.save_checkpoint(chosen_path, self.model, self._meta(dev))
-        if dev[key] > self.best["score"]:
+        if dev[key] > self.best["score"] and not phase.pet:  # PET phases' models are not final models
             self.best = {"score": dev[key], "phase": phase.name, "step": self.pos.phase_step, "dev": dev}
             ckpt.save_checkpoint(self.out / "best", self.model, self._meta(dev))
             record["best"] = True
