@@ -1,0 +1,130 @@
+"""CLI commands for the extension and the feature cache: ``build-ext``, ``cache info|verify|build``.
+
+``register(subparsers)`` adds them to the ``stackft`` console script's subparsers; each command
+sets ``func(args) -> int`` (the exit code). ``python -m stackft.cli_cache ...`` runs them alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("build-ext", help="prebuild the stackft C++/CUDA extension")
+    p.add_argument("--quiet", action="store_true", help="hide the compiler log")
+    p.set_defaults(func=cmd_build_ext)
+
+    c = subparsers.add_parser("cache", help="frozen-encoder feature cache tools")
+    cs = c.add_subparsers(dest="cache_cmd", metavar="{info,verify,build}")
+    cs.required = True
+    i = cs.add_parser("info", help="print a cache's header, sizes and bytes/token")
+    i.add_argument("path")
+    i.set_defaults(func=cmd_info)
+    v = cs.add_parser("verify", help="check a cache's checksums (exit 1 on failure)")
+    v.add_argument("path")
+    v.set_defaults(func=cmd_verify)
+    b = cs.add_parser("build", help="encode a task's data once and store the features")
+    b.add_argument("task", nargs="?", help="task name or config")
+    b.add_argument("--out", help="cache directory")
+    b.add_argument("--dtype", default="fp16", choices=["fp32", "fp16", "bf16", "int8"])
+    b.add_argument("--encoder", help="encoder id or folder")
+    b.add_argument("--max-length", type=int)
+    b.add_argument("--layers", help="comma-separated layer indices")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--device")
+    b.set_defaults(func=cmd_build)
+
+
+def cmd_build_ext(args) -> int:
+    from stackft import _ext
+
+    try:
+        info = _ext.build(verbose=not args.quiet)
+    except Exception as e:
+        print(f"stackft build-ext: build failed: {e}", file=sys.stderr)
+        return 1
+    import torch
+
+    if info.with_cuda:
+        cuda = f"included (CUDA {torch.version.cuda})"
+    elif not torch.version.cuda:
+        cuda = "not included (this torch has no CUDA)"
+    else:
+        cuda = "not included (no CUDA toolkit found: set CUDA_HOME)"
+    print(f"library:      {info.path}")
+    print(f"build dir:    {info.build_dir}")
+    print(f"CUDA sources: {cuda}")
+    print(f"build info:   {info.info}")
+    return 0
+
+
+def _summary(cache) -> dict:
+    h = cache.header
+    total = cache.total_tokens
+    return {
+        "path": str(cache.path),
+        "dtype": cache.dtype,
+        "dim": cache.dim,
+        "sequences": len(cache),
+        "total_tokens": total,
+        "mean_length": round(total / max(len(cache), 1), 2),
+        "bytes": cache.nbytes,
+        "bytes_per_token": cache.bytes_per_token,
+        "vs_fp32": round(cache.bytes_per_token / (4 * cache.dim), 4) if cache.dim else None,
+        "fingerprint": cache.fingerprint,
+        "layers": h.get("layers"),
+        "encoder": h.get("encoder"),
+        "format_version": h.get("format_version"),
+        "created": h.get("created"),
+        "files": h.get("files"),
+    }
+
+
+def cmd_info(args) -> int:
+    from stackft.cache import CacheError, FeatureCache
+
+    try:
+        cache = FeatureCache.open(args.path)
+    except CacheError as e:
+        print(f"invalid cache: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(_summary(cache), indent=2))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from stackft.cache import CacheError, FeatureCache
+
+    try:
+        cache = FeatureCache.open(args.path, verify=True)
+    except CacheError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    print(f"OK: {args.path} ({len(cache)} sequences, {cache.total_tokens} tokens, "
+          f"{len(cache.header.get('files', {}))} files checked)")
+    return 0
+
+
+def cmd_build(args) -> int:
+    try:
+        from stackft.tasks import build_cache_cli
+    except ImportError as e:
+        print("stackft cache build: not available yet (needs stackft.tasks.build_cache_cli: "
+              f"{e})", file=sys.stderr)
+        return 2
+    return int(build_cache_cli(args) or 0)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="stackft")
+    sub = parser.add_subparsers(dest="command")
+    sub.required = True
+    register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
