@@ -44,8 +44,8 @@ def build_param_groups(
     get no weight decay. Only trainable parameters are included, each in exactly one group.
     Groups carry ``name`` (e.g. ``"encoder.layer3.decay"``) and ``layer`` keys for logging.
     """
-    if layer_decay <= 0:
-        raise ValueError(f"layer_decay must be > 0, got {layer_decay}")
+    if not (math.isfinite(layer_decay) and layer_decay > 0):  # NaN fails every comparison
+        raise ValueError(f"layer_decay must be a finite number > 0, got {layer_decay}")
     encoder = getattr(model, "encoder", None)
     no_decay = _no_decay_names(model)
     L = encoder.num_layers if encoder is not None else 0
@@ -132,6 +132,8 @@ def schedule_factor(kind: str, step: int, total_steps: int, warmup_steps: int) -
 
     Warmup ramps (step+1)/W so no step runs at lr 0; the decays stay above 0 up to the last step.
     """
+    if kind not in SCHEDULES:  # checked first, or a typo would pass silently during warmup
+        raise ValueError(f"unknown schedule {kind!r}; choose from {SCHEDULES}")
     T, W = max(1, total_steps), max(0, warmup_steps)
     if step < W:
         return (step + 1) / W
