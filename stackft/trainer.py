@@ -254,8 +254,9 @@ class Trainer:
                     self.phase_times[phase.name] = time.perf_counter() - t0
                     self._save_last(optimizer, scheduler, stopper)
                     return False, steps_left
+                lr = scheduler.get_last_lr()[0]  # the lr this step uses
                 loss = self._train_step(batch, optimizer, scheduler)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 self.pos.batch += 1
                 self.pos.phase_step += 1
                 self.pos.global_step += 1
