@@ -17,7 +17,7 @@ def read_metrics(run_dir) -> list[dict]:
 def _curve(records: list[dict], metric: str):
     """(elapsed seconds, global step, dev score, phase) per evaluation, time summed over phases."""
     offset, last_phase, prev_time, out = 0.0, None, 0.0, []
-    for r in records:
+    for r in records:  # phase times exclude the one-time cache build (logged separately)
         if r["phase"] != last_phase and last_phase is not None:
             offset += prev_time
         last_phase, prev_time = r["phase"], r["time"]

@@ -220,7 +220,10 @@ class Trainer:
             model.freeze_encoder()
         if phase.pet:
             self._attach_pet(phase)
+        t_cache = time.perf_counter()
         self._setup_features(phase)
+        if self.features is not None:
+            self.phase_times[f"{phase.name}_cache"] = time.perf_counter() - t_cache
         groups = build_param_groups(model, head_lr=phase.head_lr, encoder_lr=phase.encoder_lr,
                                     weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
         optimizer = make_optimizer(groups, kind=cfg.optimizer, lr=phase.head_lr)
