@@ -15,8 +15,17 @@ which is the spec every kernel is tested against.
 from __future__ import annotations
 
 from . import reference
-from ._backend import resolve
+from ._backend import resolve, triton_available
 from .reference import ATT_EPS, NORM_EPS
+
+# Imported eagerly, before the public functions below are defined: the submodule
+# ``highway_lstm`` shares its name with the public function, and importing it lazily would rebind
+# ``stackft.kernels.highway_lstm`` to the module. Use importlib.import_module to reach the modules.
+if triton_available():
+    from . import highway_lstm as _highway_lstm
+    from . import mp_matching as _mp_matching
+else:  # pragma: no cover - triton is optional
+    _highway_lstm = _mp_matching = None
 
 __all__ = [
     "NORM_EPS",
@@ -33,36 +42,28 @@ __all__ = [
 def multi_perspective_cosine(v1, v2, weight, backend="auto"):
     """``[..., d] x [..., d] -> [..., l]``: element k is ``cos(W_k∘v1, W_k∘v2)``."""
     if resolve(backend, "multi_perspective_cosine", v1, v2, weight) == "triton":
-        from .mp_matching import multi_perspective_cosine as impl
-
-        return impl(v1, v2, weight)
+        return _mp_matching.multi_perspective_cosine(v1, v2, weight)
     return reference.multi_perspective_cosine(v1, v2, weight)
 
 
 def maxpool_match(p, q, weight, p_mask=None, q_mask=None, backend="auto"):
     """``(p_max [B,T1,l], q_max [B,T2,l])``: max over valid tokens of the other side."""
     if resolve(backend, "maxpool_match", p, q, weight) == "triton":
-        from .mp_matching import maxpool_match as impl
-
-        return impl(p, q, weight, p_mask, q_mask)
+        return _mp_matching.maxpool_match(p, q, weight, p_mask, q_mask)
     return reference.maxpool_match(p, q, weight, p_mask, q_mask)
 
 
 def attentive_match(p, q, weight, p_mask=None, q_mask=None, mode="mean", backend="auto"):
     """``[B,T1,l]``: attentive (``"mean"``, Σα-normalised) or max-attentive (``"max"``, argmax row)."""
     if resolve(backend, "attentive_match", p, q, weight) == "triton":
-        from .mp_matching import attentive_match as impl
-
-        return impl(p, q, weight, p_mask, q_mask, mode)
+        return _mp_matching.attentive_match(p, q, weight, p_mask, q_mask, mode)
     return reference.attentive_match(p, q, weight, p_mask, q_mask, mode)
 
 
 def highway_lstm_cell(x_gates, h_gates, c_prev, backend="auto"):
     """One fused highway-LSTM step -> ``(h [B,H], c [B,H])``."""
     if resolve(backend, "highway_lstm_cell", x_gates, h_gates, c_prev) == "triton":
-        from .highway_lstm import highway_lstm_cell as impl
-
-        return impl(x_gates, h_gates, c_prev)
+        return _highway_lstm.highway_lstm_cell(x_gates, h_gates, c_prev)
     return reference.highway_lstm_cell(x_gates, h_gates, c_prev)
 
 
@@ -70,7 +71,5 @@ def highway_lstm(x, lengths, W_x, W_h, b, h0=None, c0=None, reverse=False, dropo
                  backend="auto"):
     """One highway-LSTM layer -> ``(out [B,T,H], (h_n [B,H], c_n [B,H]))``."""
     if resolve(backend, "highway_lstm", x, W_x, W_h, b, h0, c0, dropout_mask) == "triton":
-        from .highway_lstm import highway_lstm as impl
-
-        return impl(x, lengths, W_x, W_h, b, h0, c0, reverse, dropout_mask)
+        return _highway_lstm.highway_lstm(x, lengths, W_x, W_h, b, h0, c0, reverse, dropout_mask)
     return reference.highway_lstm(x, lengths, W_x, W_h, b, h0, c0, reverse, dropout_mask)
