@@ -1,7 +1,7 @@
 // CPU kernel of gather_pad and the op registration (namespace stackft_C).
 //
 // One pass over the output: every (sequence, token) row of `padded` is either converted from its
-// source row or zero-filled, and its mask bit written, in the same at::parallel_for task, so the
+// source row or zero-filled, and its mask byte written, in the same at::parallel_for task, so the
 // output is never touched twice (no zero-fill pass before the copy).
 #include "gather_pad.h"
 
@@ -12,9 +12,11 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -59,77 +61,151 @@ void check_gather_pad_args(const at::Tensor& values, const at::Tensor& offsets,
 
 namespace {
 
-// ---- row conversion ---------------------------------------------------------------------------
+// ---- block conversion -------------------------------------------------------------------------
+// Converters work on contiguous runs (a sequence's rows are contiguous in both the store and the
+// padded output), written as plain loops the compiler vectorises at baseline ISA; only
+// float16 <-> float32 needs F16C, used through runtime-dispatched functions.
 
-template <typename in_t, typename out_t, bool kScaled>
-inline void convert_row(const in_t* src, out_t* dst, int64_t d, float scale) {
-  if constexpr (!kScaled && std::is_same_v<in_t, out_t>) {
-    std::memcpy(dst, src, static_cast<size_t>(d) * sizeof(out_t));
-  } else {
-    for (int64_t j = 0; j < d; ++j) {
-      float x = static_cast<float>(src[j]);
-      if constexpr (kScaled) x *= scale;
-      dst[j] = static_cast<out_t>(x);
-    }
-  }
+constexpr int64_t kChunk = 512;  // floats of stack scratch for two-step conversions
+
+inline float bf16_bits_to_float(uint16_t h) {
+  const uint32_t b = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &b, sizeof(f));
+  return f;
+}
+
+// Round to nearest even, NaN -> 0x7FC0: the same bits as c10::BFloat16(float).
+inline uint16_t float_to_bf16_bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof(b));
+  const uint32_t r = (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;
+  return f != f ? static_cast<uint16_t>(0x7FC0) : static_cast<uint16_t>(r);
 }
 
 #ifdef STACKFT_X86
-// c10::Half -> float is a scalar bit-twiddle unless the whole build targets F16C; the cache's
-// common case (fp16 store, fp32 out) gets a hardware-converted path, picked at run time.
-__attribute__((target("avx,f16c"))) void half_to_float_row_f16c(const c10::Half* src, float* dst,
-                                                                  int64_t d) {
+__attribute__((target("avx,f16c"))) void half_to_float_f16c(const uint16_t* src, float* dst,
+                                                             int64_t n) {
   int64_t j = 0;
-  for (; j + 8 <= d; j += 8) {
-    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j));
+  for (; j + 8 <= n; j += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j));
     _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(h));
   }
-  for (; j < d; ++j) dst[j] = static_cast<float>(src[j]);
+  for (; j < n; ++j) dst[j] = _cvtsh_ss(src[j]);
+}
+
+__attribute__((target("avx,f16c"))) void float_to_half_f16c(const float* src, uint16_t* dst,
+                                                             int64_t n) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j), h);
+  }
+  for (; j < n; ++j) dst[j] = _cvtss_sh(src[j], _MM_FROUND_TO_NEAREST_INT);
 }
 
 const bool kHasF16C = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
 #endif
 
-template <>
-inline void convert_row<c10::Half, float, false>(const c10::Half* src, float* dst, int64_t d,
-                                                 float) {
+void half_to_float(const c10::Half* src, float* dst, int64_t n) {
 #ifdef STACKFT_X86
-  if (kHasF16C) {
-    half_to_float_row_f16c(src, dst, d);
-    return;
-  }
+  if (kHasF16C) return half_to_float_f16c(reinterpret_cast<const uint16_t*>(src), dst, n);
 #endif
-  for (int64_t j = 0; j < d; ++j) dst[j] = static_cast<float>(src[j]);
+  for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<float>(src[j]);
 }
 
+void float_to_half(const float* src, c10::Half* dst, int64_t n) {
+#ifdef STACKFT_X86
+  if (kHasF16C) return float_to_half_f16c(src, reinterpret_cast<uint16_t*>(dst), n);
+#endif
+  for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<c10::Half>(src[j]);
+}
+
+// in_t -> float (n elements)
+template <typename in_t>
+inline void to_float(const in_t* src, float* dst, int64_t n) {
+  if constexpr (std::is_same_v<in_t, float>) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  } else if constexpr (std::is_same_v<in_t, c10::Half>) {
+    half_to_float(src, dst, n);
+  } else if constexpr (std::is_same_v<in_t, c10::BFloat16>) {
+    const auto* s = reinterpret_cast<const uint16_t*>(src);
+    for (int64_t j = 0; j < n; ++j) dst[j] = bf16_bits_to_float(s[j]);
+  } else {
+    for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<float>(src[j]);
+  }
+}
+
+// float -> out_t (n elements)
 template <typename out_t>
-inline void zero_row(out_t* dst, int64_t d) {
-  std::memset(dst, 0, static_cast<size_t>(d) * sizeof(out_t));  // +0.0 is all-zero bits
+inline void from_float(const float* src, out_t* dst, int64_t n) {
+  if constexpr (std::is_same_v<out_t, float>) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  } else if constexpr (std::is_same_v<out_t, c10::Half>) {
+    float_to_half(src, dst, n);
+  } else {
+    auto* d = reinterpret_cast<uint16_t*>(dst);
+    for (int64_t j = 0; j < n; ++j) d[j] = float_to_bf16_bits(src[j]);
+  }
+}
+
+// Convert n contiguous elements, multiplying by `scale` when kScaled. Every path rounds once,
+// from the float32 value (x or x * scale), to out_t.
+template <typename in_t, typename out_t, bool kScaled>
+void convert(const in_t* src, out_t* dst, int64_t n, float scale) {
+  if constexpr (!kScaled && std::is_same_v<in_t, out_t>) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(out_t));
+  } else if constexpr (std::is_same_v<out_t, float>) {
+    to_float<in_t>(src, dst, n);
+    if constexpr (kScaled) {
+      for (int64_t j = 0; j < n; ++j) dst[j] *= scale;
+    }
+  } else {
+    float tmp[kChunk];
+    for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+      const int64_t k = std::min(kChunk, n - j0);
+      to_float<in_t>(src + j0, tmp, k);
+      if constexpr (kScaled) {
+        for (int64_t j = 0; j < k; ++j) tmp[j] *= scale;
+      }
+      from_float<out_t>(tmp, dst + j0, k);
+    }
+  }
 }
 
 // ---- kernel -----------------------------------------------------------------------------------
 
+// Work item = (sequence b, run of `rows_per_item` output rows). Its real rows are one contiguous
+// source run and its padding rows one contiguous output run, so each item is at most one convert
+// (int8: one per row, each row has its own scale) plus one memset.
 template <typename in_t, typename out_t, bool kScaled>
 void gather_pad_rows(const in_t* values, const c10::Half* scales, const int64_t* starts,
                      const int64_t* lens, int64_t B, int64_t T, int64_t d, out_t* out,
                      bool* mask) {
-  // Aim for ~64 KiB of output per task so small batches don't pay thread wake-ups per row.
   const int64_t row_bytes = std::max<int64_t>(1, d * static_cast<int64_t>(sizeof(out_t)));
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / row_bytes);
-  at::parallel_for(0, B * T, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t b = r / T;
-      const int64_t t = r - b * T;
-      out_t* dst = out + r * d;
-      if (t < lens[b]) {
-        const int64_t src_row = starts[b] + t;
-        const float s = kScaled ? static_cast<float>(scales[src_row]) : 1.0f;
-        convert_row<in_t, out_t, kScaled>(values + src_row * d, dst, d, s);
-        mask[r] = true;
-      } else {
-        zero_row(dst, d);
-        mask[r] = false;
+  const int64_t rows_per_item = std::clamp<int64_t>((int64_t{1} << 15) / row_bytes, 1, T);
+  const int64_t items_per_seq = (T + rows_per_item - 1) / rows_per_item;
+  at::parallel_for(0, B * items_per_seq, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t b = it / items_per_seq;
+      const int64_t t0 = (it - b * items_per_seq) * rows_per_item;
+      const int64_t t1 = std::min(T, t0 + rows_per_item);
+      const int64_t tv = std::clamp(lens[b], t0, t1);  // rows [t0, tv) real, [tv, t1) padding
+      out_t* dst = out + (b * T + t0) * d;
+      const in_t* src = values + (starts[b] + t0) * d;
+      if constexpr (kScaled) {
+        for (int64_t t = t0; t < tv; ++t) {
+          const float s = static_cast<float>(scales[starts[b] + t]);
+          convert<in_t, out_t, true>(src + (t - t0) * d, dst + (t - t0) * d, d, s);
+        }
+      } else if (tv > t0) {
+        convert<in_t, out_t, false>(src, dst, (tv - t0) * d, 1.0f);
       }
+      if (t1 > tv) {  // +0.0 is all-zero bits in every out dtype
+        std::memset(dst + (tv - t0) * d, 0, static_cast<size_t>((t1 - tv) * d) * sizeof(out_t));
+      }
+      std::memset(mask + b * T + t0, 1, static_cast<size_t>(tv - t0));
+      std::memset(mask + b * T + tv, 0, static_cast<size_t>(t1 - tv));
     }
   });
 }
