@@ -155,6 +155,8 @@ template <typename in_t, typename out_t, bool kScaled>
 void convert(const in_t* src, out_t* dst, int64_t n, float scale) {
   if constexpr (!kScaled && std::is_same_v<in_t, out_t>) {
     std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(out_t));
+  } else if constexpr (kScaled && std::is_same_v<in_t, int8_t> && std::is_same_v<out_t, float>) {
+    for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<float>(src[j]) * scale;
   } else if constexpr (std::is_same_v<out_t, float>) {
     to_float<in_t>(src, dst, n);
     if constexpr (kScaled) {
@@ -185,12 +187,25 @@ void gather_pad_rows(const in_t* values, const c10::Half* scales, const int64_t*
   const int64_t row_bytes = std::max<int64_t>(1, d * static_cast<int64_t>(sizeof(out_t)));
   const int64_t rows_per_item = std::clamp<int64_t>((int64_t{1} << 15) / row_bytes, 1, T);
   const int64_t items_per_seq = (T + rows_per_item - 1) / rows_per_item;
+  auto real_rows = [&](int64_t it, int64_t* b, int64_t* t0, int64_t* t1, int64_t* tv) {
+    *b = it / items_per_seq;
+    *t0 = (it - *b * items_per_seq) * rows_per_item;
+    *t1 = std::min(T, *t0 + rows_per_item);
+    *tv = std::clamp(lens[*b], *t0, *t1);  // rows [t0, tv) real, [tv, t1) padding
+  };
   at::parallel_for(0, B * items_per_seq, 1, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t b = it / items_per_seq;
-      const int64_t t0 = (it - b * items_per_seq) * rows_per_item;
-      const int64_t t1 = std::min(T, t0 + rows_per_item);
-      const int64_t tv = std::clamp(lens[b], t0, t1);  // rows [t0, tv) real, [tv, t1) padding
+      int64_t b, t0, t1, tv;
+      real_rows(it, &b, &t0, &t1, &tv);
+      if (it + 1 < end) {
+        // The store is usually far bigger than the caches and each item starts a new stream
+        // the hardware prefetcher has not seen: request the next item's rows now (into L2).
+        int64_t nb, n0, n1, nv;
+        real_rows(it + 1, &nb, &n0, &n1, &nv);
+        const char* p = reinterpret_cast<const char*>(values + (starts[nb] + n0) * d);
+        const int64_t bytes = (nv - n0) * d * static_cast<int64_t>(sizeof(in_t));
+        for (int64_t k = 0; k < bytes; k += 64) __builtin_prefetch(p + k, 0, 2);
+      }
       out_t* dst = out + (b * T + t0) * d;
       const in_t* src = values + (starts[b] + t0) * d;
       if constexpr (kScaled) {

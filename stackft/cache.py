@@ -527,14 +527,30 @@ class FeatureCache:
             p, m = gather_pad(self.values, self.offsets, idx.to(here), self.scales, out_dtype)
             return p.to(dev), m.to(dev)
         # host store -> other device: ship only the batch's real rows, in the storage dtype
-        idx = idx.cpu()
-        starts, lens = self.offsets[idx], self.lengths[idx]
+        vals, sub_off, sc = self.compact(idx)
+        vals = vals.to(dev, non_blocking=True)
+        sc = sc.to(dev, non_blocking=True) if sc is not None else None
+        return gather_pad(vals, sub_off.to(dev), torch.arange(idx.numel(), device=dev), sc, out_dtype)
+
+    def compact(self, indices) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The rows of sequences ``indices`` as a small ragged store of their own.
+
+        Returns ``(values [n_rows, dim], offsets [B + 1], scales [n_rows] | None)`` in the
+        storage dtype, sequence b of the result = sequence ``indices[b]`` (no padding: what a
+        host-to-GPU copy of the batch needs to move).
+        """
+        idx = torch.as_tensor(indices, dtype=torch.int64).cpu()
+        n = len(self)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise IndexError(f"compact: index out of range for {n} sequences")
+        offsets = self.offsets.cpu()
+        starts, lens = offsets[idx], offsets[idx + 1] - offsets[idx]
         sub_off = torch.zeros(idx.numel() + 1, dtype=torch.int64)
         sub_off[1:] = lens.cumsum(0)
         rows = torch.repeat_interleave(starts - sub_off[:-1], lens) + torch.arange(int(sub_off[-1]))
-        vals = self.values.index_select(0, rows).to(dev, non_blocking=True)
-        sc = self.scales.index_select(0, rows).to(dev, non_blocking=True) if self.scales is not None else None
-        return gather_pad(vals, sub_off.to(dev), torch.arange(idx.numel(), device=dev), sc, out_dtype)
+        rows = rows.to(self.values.device)
+        sc = self.scales.index_select(0, rows) if self.scales is not None else None
+        return self.values.index_select(0, rows), sub_off, sc
 
     def to(self, device) -> "FeatureCache":
         """A copy of the cache held on ``device`` (e.g. a whole int8 store on the GPU)."""

@@ -345,3 +345,32 @@ def test_cli_cache_build_without_tasks_is_clear(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "stackft.tasks", None)  # import fails
     assert cli_cache.main(["cache", "build"]) == 2
     assert "not available yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "int8"])
+def test_compact_batch_is_the_same_batch(tmp_path, gen, dtype):
+    # what gather() ships to a GPU for a host-resident cache: the batch's rows only
+    from stackft.ops import gather_pad
+
+    cache = FeatureCache.from_tensors(random_seqs(gen), dtype=dtype, path=tmp_path / "c")
+    idx = torch.tensor([5, 0, 5, 11, 2])
+    vals, off, sc = cache.compact(idx)
+    assert vals.dtype == cache.values.dtype and off[-1] == vals.shape[0] == int(cache.lengths[idx].sum())
+    assert off.tolist()[1:] == cache.lengths[idx].cumsum(0).tolist()
+    got = gather_pad(vals, off, torch.arange(5), sc)
+    want = cache.gather(idx)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    with pytest.raises(IndexError):
+        cache.compact(torch.tensor([len(cache)]))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["bf16", "int8"])
+def test_gather_to_cuda(tmp_path, gen, dtype):
+    cache = FeatureCache.from_tensors(random_seqs(gen, d=768), dtype=dtype, path=tmp_path / "c")
+    idx = torch.tensor([3, 1, 3, 0])
+    want = cache.gather(idx)
+    for c in (cache, cache.pin_memory(), cache.to("cuda")):
+        p, m = c.gather(idx, device="cuda")
+        assert p.is_cuda and torch.equal(p.cpu(), want[0]) and torch.equal(m.cpu(), want[1])
