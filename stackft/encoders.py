@@ -113,7 +113,7 @@ class Encoder(nn.Module):
         h.update(repr(self.layers).encode())
         for name, t in sorted(self.model.state_dict().items()):
             h.update(name.encode())
-            t = t.detach().to("cpu").contiguous()
+            t = t.detach().to("cpu").contiguous().reshape(-1)  # 1-d: a 0-d tensor cannot be viewed as bytes
             h.update(str(t.dtype).encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         vocab = self.tokenizer.get_vocab() if self.tokenizer is not None else {}

@@ -15,11 +15,17 @@ from torch.optim.lr_scheduler import LambdaLR
 SCHEDULES = ("bert_tf", "linear_hf", "constant", "cosine")
 
 
+_NORMS = tuple(c for c in (nn.LayerNorm, getattr(nn, "RMSNorm", None), nn.GroupNorm,
+                           nn.modules.batchnorm._NormBase) if c is not None)
+
+
 def _no_decay_names(model: nn.Module) -> set[str]:
     """Names of biases and of normalisation-layer parameters (never weight-decayed)."""
     names = set()
     for mod_name, mod in model.named_modules():
-        is_norm = isinstance(mod, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)) or "layernorm" in type(mod).__name__.lower()
+        # torch norms (LayerNorm, RMSNorm, GroupNorm, BatchNorm*, InstanceNorm*) and HF's own classes
+        # (T5LayerNorm, LlamaRMSNorm, ...)
+        is_norm = isinstance(mod, _NORMS) or any(k in type(mod).__name__.lower() for k in ("layernorm", "rmsnorm"))
         for p_name, _ in mod.named_parameters(recurse=False):
             full = f"{mod_name}.{p_name}" if mod_name else p_name
             low = full.lower()

@@ -180,3 +180,11 @@ def test_fingerprint_tracks_weights_and_layers(tiny):
     assert Encoder(enc.model, enc.tokenizer, layers=(-2, -1)).fingerprint() != fp
     other = tiny_random_encoder(hidden_size=32, num_layers=2, seed=1, tokenizer=tiny.tokenizer)
     assert other.fingerprint() != fp
+
+
+def test_fingerprint_covers_scalar_buffers(tiny):
+    enc = copy.deepcopy(tiny)
+    enc.model.register_buffer("scale", torch.tensor(2.0))  # 0-d entries exist in some models' state dicts
+    fp = enc.fingerprint()
+    enc.model.scale.fill_(3.0)
+    assert enc.fingerprint() != fp

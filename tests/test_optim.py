@@ -118,6 +118,36 @@ def test_no_weight_decay_exactly_on_biases_and_norms(encoder):
     assert "encoder.model.embeddings.word_embeddings.weight" in decayed
 
 
+class T5LayerNorm(nn.Module):
+    """Stands in for HF's own norm classes (T5LayerNorm, LlamaRMSNorm): a plain ``weight``."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+
+
+class OtherNormsHead(nn.Module):
+    level = "token"
+    pair_input = False
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.rms = nn.RMSNorm(hidden)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.custom = T5LayerNorm(hidden)
+        self.out = nn.Linear(hidden, 3)
+
+
+def test_no_weight_decay_on_other_norm_layers(encoder):
+    model = _model(encoder, OtherNormsHead(encoder.hidden_size))
+    groups = build_param_groups(model, head_lr=1e-3, encoder_lr=2e-5, weight_decay=0.01)
+    names = _names_by_id(model)
+    wd = {names[id(p)]: g["weight_decay"] for g in groups for p in g["params"]}
+    for name in ("head.rms.weight", "head.bn.weight", "head.bn.bias", "head.custom.weight", "head.out.bias"):
+        assert wd[name] == 0.0, name
+    assert wd["head.out.weight"] == 0.01
+
+
 @pytest.mark.parametrize("decay", [1.0, 0.5, 0.8])
 def test_layerwise_lr_decay(encoder, decay):
     model = _model(encoder)
