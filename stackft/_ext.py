@@ -13,7 +13,7 @@ toolkit is found (``CUDA_HOME``). When no compiler works, ``load()`` warns once 
 and callers use the pure-PyTorch fallback; importing this module never builds anything.
 
 Environment: ``STACKFT_NO_EXT=1`` forces the fallback, ``STACKFT_EXT_VERBOSE=1`` shows the build
-log, ``STACKFT_EXT_DIR`` moves the cache.
+log, ``STACKFT_EXT_DIR`` moves the cache, ``STACKFT_EXT_NO_CUDA=1`` builds the CPU kernels only.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class BuildInfo:
 
 def _src_dir() -> Path:
     # Editable installs map stackft.csrc -> <repo>/csrc; an installed wheel ships it as a package.
-    if SRC_DIR.is_dir():
+    if (SRC_DIR / "gather_pad.cpp").is_file():
         return SRC_DIR
     import stackft.csrc
 

@@ -15,8 +15,9 @@ a small index), all little-endian::
 Sequence order follows docs/design.md (single tasks: sequence i = example i; siamese pairs:
 2i = side a, 2i+1 = side b). ``values``/``scales`` are memory-mapped (copy-on-write, paged in
 lazily); sizes and offsets are validated on every open, checksums on ``verify()``. Writes go to
-a temporary directory next to the target that replaces it only when complete, so an
-interrupted build never leaves something that opens as valid.
+a temporary directory next to the target (``.NAME.tmp-PID-*``) that replaces it only when
+complete, so an interrupted build never leaves something that opens as valid (a killed process
+can leave such a temp dir behind: it is safe to delete).
 
 int8 storage: symmetric per-token absmax. For a token row x with a = max_j |x_j|, s = a/127,
 the stored scale s_h is float16(s) rounded *upward* (s_h >= s) and q_j = round(x_j / s_h),
