@@ -242,6 +242,50 @@ def test_load_trained_reproduces_the_dev_metric(two_phase, data):
     assert metrics == two_phase["summary"]["best"]["dev"]
 
 
+def test_phase_optimizers_schedules_and_clipping(tmp_path, data, new_encoder, monkeypatch):
+    """Phase 1: BERT-Adam over the head only; phase 2: a new optimizer over everything, layer-wise lrs,
+    its own warmup + decay schedule; every step clipped (methods.md §1.2, §1.3, §5)."""
+    from stackft.optim import BertAdam, schedule_factor
+
+    made, clips = [], []
+    real_make, real_clip = trainer_mod.make_optimizer, trainer_mod.clip_gradients
+
+    def make_optimizer(groups, **kw):
+        opt = real_make(groups, **kw)
+        rec = {"opt": opt, "ids": {id(p) for g in groups for p in g["params"]}, "lrs": [], "fresh": not opt.state}
+        opt.register_step_pre_hook(lambda o, a, k: rec["lrs"].append({g["name"]: g["lr"] for g in o.param_groups}))
+        made.append(rec)
+        return opt
+
+    def clip_gradients(params, max_norm, mode="global"):
+        clips.append((max_norm, mode))
+        return real_clip(params, max_norm, mode)
+
+    monkeypatch.setattr(trainer_mod, "make_optimizer", make_optimizer)
+    monkeypatch.setattr(trainer_mod, "clip_gradients", clip_gradients)
+    cfg = make_cfg(tmp_path / "run", **dict(BASE, strategy="stack-and-finetune", stop_mode="fixed", phase1_epochs=1,
+                                            phase2_epochs=2, phase2_lr=1e-3, phase2_head_lr=5e-3, layer_decay=0.5,
+                                            warmup=0.25))
+    tr = Trainer(cfg, encoder=new_encoder(), data=data)
+    tr.fit()
+    assert len(made) == 2 and made[0]["opt"] is not made[1]["opt"] and made[1]["fresh"]
+    p1, p2 = made
+    assert all(isinstance(r["opt"], BertAdam) and r["opt"].defaults["bias_correction"] is False for r in made)
+    head_ids = {id(p) for p in tr.model.head.parameters()}
+    assert p1["ids"] == head_ids
+    assert p2["ids"] == {id(p) for p in tr.model.parameters()}
+    # phase 1: 8 steps, warmup round(0.25*8)=2; phase 2: 16 steps, warmup 4; bert_tf decay within each phase
+    assert len(p1["lrs"]) == 8 and len(p2["lrs"]) == 16
+    for lrs, total, peak in ((p1["lrs"], 8, {"head.decay": 1e-2}),
+                             (p2["lrs"], 16, {"head.decay": 5e-3, "encoder.layer2.decay": 1e-3,
+                                              "encoder.layer1.decay": 5e-4, "encoder.layer0.decay": 2.5e-4})):
+        warmup = round(0.25 * total)
+        for step, seen in enumerate(lrs):
+            for name, base in peak.items():
+                assert seen[name] == pytest.approx(base * schedule_factor("bert_tf", step, total, warmup)), (name, step)
+    assert clips == [(1.0, "global")] * 24
+
+
 # -- resume ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
