@@ -205,3 +205,31 @@ def test_ehft_bitfit_phase2_starts_from_pretrained(tokenizer, data, tmp_path):
     assert all(torch.equal(head_p1[k], head_start[k]) for k in head_p1)  # the head comes from phase 1
     done = Trainer(ehft_cfg(out, "bitfit"), encoder=fresh_encoder(tokenizer), data=data).fit(resume=True)
     assert done["status"] == "finished"
+
+
+def test_ehft_study_with_early_discard_inside_the_pet_phase(tokenizer, data, tmp_path):
+    """Trials cut inside phase 1 leave LoRA attached to the shared encoder: the next trial and the
+    caller must get the pretrained encoder back; the kept trial resumes inside the PET phase."""
+    from stackft import trials
+
+    enc = fresh_encoder(tokenizer)
+    pretrained = {k: v.clone() for k, v in enc.model.state_dict().items()}
+    base = ehft_cfg(tmp_path / "unused", "lora")
+    res = trials.run_trials(base, init_seeds=[0, 1], data_seeds=[0], out_dir=tmp_path / "s",
+                            early_discard=(2, 0.3, 1), encoder=enc, data=data)  # budget 3 of 10 steps
+    assert sorted(r["status"] for r in res) == ["discarded", "finished"]
+    assert len(trials.load_trials(tmp_path / "s", "probe")) == 2  # no evaluation within 3 steps: probed
+    (kept,) = [r for r in res if r["status"] == "finished"]
+    assert kept["phase_steps"] == {"phase1": 5, "phase2": 5}
+    assert not pet.is_attached(enc) and type(enc.model).__name__ == "BertModel"
+    state = enc.model.state_dict()
+    assert list(state) == list(pretrained) and all(torch.equal(state[k], pretrained[k]) for k in pretrained)
+    # the interrupted-and-resumed trial logs what an uninterrupted run of the same seeds logs
+    ref = trials.run_trials(base, init_seeds=[kept["init_seed"]], data_seeds=[0], out_dir=tmp_path / "ref",
+                            encoder=enc, data=data)
+    def evals(d):
+        return [(r["phase"], r["global_step"], r["dev"], r["loss"]) for r in trials.load_trials(d, "eval")
+                if r["trial"] == kept["trial"]]
+
+    assert len(evals(tmp_path / "ref")) == 2 and evals(tmp_path / "s") == evals(tmp_path / "ref")
+    assert ref[0]["best_score"] == kept["best_score"]
