@@ -161,7 +161,7 @@ def cache_fingerprint(*, encoder_fingerprint: str, data_files: Iterable[str | os
     return h.hexdigest()
 
 
-def _sequences_digest(seqs: Sequence[Sequence[int]]) -> str:
+def sequences_digest(seqs: Sequence[Sequence[int]]) -> str:
     h = hashlib.sha256()
     for s in seqs:
         h.update(np.asarray(s, dtype=np.int64).tobytes())
@@ -361,7 +361,7 @@ class FeatureCache:
             enc_fp = encoder.fingerprint() if hasattr(encoder, "fingerprint") else type(encoder).__name__
             fingerprint = cache_fingerprint(encoder_fingerprint=enc_fp, data_files=[],
                                             max_length=int(lengths.max()), layers=layers,
-                                            dtype=dtype, extra=_sequences_digest(seqs))
+                                            dtype=dtype, extra=sequences_digest(seqs))
         if device is not None:
             encoder.to(device)
         else:

@@ -9,25 +9,55 @@ stale cache is rebuilt rather than read.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
-from .cache import cache_fingerprint, get_or_build
+from .cache import cache_fingerprint, get_or_build, sequences_digest
+
+
+def build_cache_cli(args) -> int:
+    """``stackft cache build``: build the caches a ``stackft train`` with the same options would use."""
+    from .cli import config_from_args
+    from .trainer import Trainer
+
+    cfg = config_from_args(args)
+    if cfg.train_path is None:
+        raise SystemExit("stackft cache build: --train-path is required")
+    if cfg.cache == "off":
+        raise SystemExit("stackft cache build: --cache off makes no cache")
+    trainer = Trainer(cfg)
+    caches = split_caches(trainer.encoder, trainer.data, root=cache_root(cfg.cache), dtype=cfg.cache_dtype,
+                          batch_size=cfg.eval_batch_size, device=trainer.device)
+    for split, c in caches.items():
+        print(f"{split}: {c.path} ({len(c)} sequences, {c.total_tokens} tokens, {c.dtype}, {c.nbytes / 2**20:.1f} MiB)")
+    return 0
 
 
 def default_cache_root() -> Path:
     return Path(os.environ.get("STACKFT_CACHE_DIR", Path.home() / ".cache" / "stackft" / "features"))
 
 
-def _sequences_digest(sequences) -> str:
-    h = hashlib.sha256()
-    for seq in sequences:
-        h.update(len(seq).to_bytes(4, "little"))
-        h.update(torch.as_tensor(seq, dtype=torch.int64).numpy().tobytes())
-    return h.hexdigest()
+def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, device=None) -> dict:
+    """Open, or build once, the feature caches of ``data.train`` and ``data.dev`` under ``root``."""
+    enc_fp = encoder.fingerprint()
+    caches = {}
+    for split, ds in (("train", data.train), ("dev", data.dev)):
+        seqs = ds.sequences()
+        fp = cache_fingerprint(encoder_fingerprint=enc_fp, data_files=data.files, max_length=data.max_length,
+                               layers=list(encoder.layers), dtype=dtype,
+                               extra=f"{split}:{ds.kind}:{sequences_digest(seqs)}")
+        caches[split] = get_or_build(Path(root) / f"{split}-{fp[:16]}", encoder, seqs, fingerprint=fp,
+                                     dtype=dtype, batch_size=batch_size, device=device, pad_id=encoder.pad_id)
+    return caches
+
+
+def cache_root(setting: str) -> Path:
+    """The folder of ``cfg.cache`` ("auto" = :func:`default_cache_root`)."""
+    if setting == "off":
+        raise ValueError("the feature cache is off (cache='off')")
+    return default_cache_root() if setting == "auto" else Path(setting)
 
 
 class CachedFeatures:
@@ -38,18 +68,9 @@ class CachedFeatures:
 
     @classmethod
     def for_run(cls, trainer) -> "CachedFeatures":
-        cfg, enc = trainer.cfg, trainer.encoder
-        root = default_cache_root() if cfg.cache == "auto" else Path(cfg.cache)
-        enc_fp = enc.fingerprint()
-        caches = {}
-        for split, ds in (("train", trainer.data.train), ("dev", trainer.data.dev)):
-            seqs = ds.sequences()
-            fp = cache_fingerprint(encoder_fingerprint=enc_fp, data_files=trainer.data.files,
-                                   max_length=trainer.data.max_length, layers=list(enc.layers),
-                                   dtype=cfg.cache_dtype, extra=f"{split}:{_sequences_digest(seqs)}")
-            caches[split] = get_or_build(root / f"{split}-{fp[:16]}", enc, seqs, fingerprint=fp,
-                                         dtype=cfg.cache_dtype, batch_size=cfg.eval_batch_size,
-                                         device=trainer.device, pad_id=enc.pad_id)
+        cfg = trainer.cfg
+        caches = split_caches(trainer.encoder, trainer.data, root=cache_root(cfg.cache), dtype=cfg.cache_dtype,
+                              batch_size=cfg.eval_batch_size, device=trainer.device)
         return cls(caches, pair_input=trainer.model.pair_input, device=trainer.device)
 
     def __call__(self, batch: dict, split: str) -> dict:

@@ -15,7 +15,7 @@ from .config import TrainConfig
 
 _HELP = {
     "task": "ner | classification | pairs (aliases: conll, yahoo, qqp)",
-    "strategy": "finetune-only | stack-only | stack-and-finetune | lp-ft",
+    "strategy": "finetune-only | stack-only | stack-and-finetune | lp-ft | eh-ft",
     "head": "fc | linear | bilstm | highway-lstm | densenet | bimpm | bimpm-noctx | sim-transformer (default: per task/strategy)",
     "head_options": "JSON object of head options, e.g. '{\"perspectives\": 10}'",
     "encoder": "HF hub id or local folder (default: packaged all-MiniLM-L6-v2)",
@@ -56,6 +56,14 @@ def _parse_json_dict(s: str) -> dict:
     return d
 
 
+def _int_or_float(s: str):
+    """``--dev-size 1000`` (a count) or ``--dev-size 0.1`` (a fraction)."""
+    try:
+        return int(s)
+    except ValueError:
+        return float(s)
+
+
 def _opt_type(default, name):
     if name == "layers":
         return _parse_layers
@@ -67,9 +75,9 @@ def _opt_type(default, name):
         return int
     if isinstance(default, float):
         return float
-    if name in ("dev_size",):
-        return float
-    if name in ("max_train", "max_dev", "max_tokens", "max_steps_this_run"):
+    if name == "dev_size":
+        return _int_or_float
+    if name in ("max_train", "max_dev", "max_tokens", "max_steps_this_run", "stop_after_phase"):
         return int
     if name == "phase2_head_lr":
         return float
@@ -155,12 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a much smaller run (smoke test)")
     d.set_defaults(func=cmd_demo)
 
-    try:
-        from . import cli_cache
-    except ImportError:
-        cli_cache = None
-    if cli_cache is not None:
-        cli_cache.register(sub)
+    from . import cli_cache, cli_trials
+
+    cli_cache.register(sub)
+    cli_trials.register(sub)
     return p
 
 

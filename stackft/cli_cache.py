@@ -25,15 +25,10 @@ def register(subparsers) -> None:
     v = cs.add_parser("verify", help="check a cache's checksums (exit 1 on failure)")
     v.add_argument("path")
     v.set_defaults(func=cmd_verify)
-    b = cs.add_parser("build", help="encode a task's data once and store the features")
-    b.add_argument("task", nargs="?", help="task name or config")
-    b.add_argument("--out", help="cache directory")
-    b.add_argument("--dtype", default="fp16", choices=["fp32", "fp16", "bf16", "int8"])
-    b.add_argument("--encoder", help="encoder id or folder")
-    b.add_argument("--max-length", type=int)
-    b.add_argument("--layers", help="comma-separated layer indices")
-    b.add_argument("--batch-size", type=int, default=64)
-    b.add_argument("--device")
+    b = cs.add_parser("build", help="encode a task's data once: the caches `stackft train` with the same options reads")
+    from stackft.cli import add_config_args
+
+    add_config_args(b)
     b.set_defaults(func=cmd_build)
 
 
@@ -108,13 +103,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_build(args) -> int:
-    try:
-        from stackft.tasks import build_cache_cli
-    except ImportError as e:
-        print("stackft cache build: not available yet (needs stackft.tasks.build_cache_cli: "
-              f"{e})", file=sys.stderr)
-        return 2
-    return int(build_cache_cli(args) or 0)
+    from stackft.cache_features import build_cache_cli
+
+    return build_cache_cli(args)
 
 
 def main(argv=None) -> int:

@@ -73,7 +73,11 @@ class _Position:
 
 
 class Trainer:
-    """Runs one configuration end to end. ``encoder``/``data`` may be passed in pre-built."""
+    """Runs one configuration end to end. ``encoder``/``data`` may be passed in pre-built.
+
+    A passed-in encoder is trained in place (phase 2). Strategies that restart from the pretrained
+    weights (eh-ft) snapshot the encoder as it is when the Trainer is built, so pass a pristine one.
+    """
 
     def __init__(self, cfg: TrainConfig, *, encoder: Encoder | None = None, data: TaskData | None = None):
         self.cfg = cfg
@@ -202,7 +206,7 @@ class Trainer:
     def _attach_pet(self, phase: Phase) -> None:
         from . import pet
 
-        pet.attach(self.model.encoder, phase.pet)
+        pet.attach(self.model.encoder, phase.pet, seed=self.cfg.init_seed)
         self.model.to(self.device)
 
     def _rewrite_log(self) -> None:
