@@ -32,11 +32,8 @@ class Phase:
 
 
 def default_head(strategy: str, task: TaskSpec) -> str:
-    if strategy == "finetune-only":
+    if strategy in ("finetune-only", "eh-ft"):  # EH-FT pre-trains the fine-tuning MLP head (methods.md §3.1)
         return task.finetune_head
-    if strategy == "eh-ft":
-        return [Phase("phase1", False, cfg.phase1_lr, cfg.pet_lr, cfg.phase1_epochs, "val_plateau", True, pet=cfg.pet),
-                Phase("phase2", True, ft_head_lr, cfg.phase2_lr, cfg.phase2_epochs, "fixed", reload_encoder=True)]
     if strategy == "lp-ft":
         return "linear"
     return task.stack_head

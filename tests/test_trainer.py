@@ -445,6 +445,19 @@ def test_stack_and_finetune_default_heads_and_phase_lrs(data, new_encoder, tmp_p
     assert TrainConfig().phase1_lr == 1e-3 and TrainConfig().phase2_lr < TrainConfig().phase1_lr  # §1.2
 
 
+@pytest.mark.parametrize("task", ["ner", "classification", "pairs"])
+def test_default_head_of_every_strategy(task):
+    from stackft.strategies import STRATEGIES, default_head
+
+    spec = get_task(task)
+    want = {"finetune-only": "fc", "eh-ft": "fc", "lp-ft": "linear", "stack-only": spec.stack_head,
+            "stack-and-finetune": spec.stack_head}
+    assert set(STRATEGIES) <= set(want)
+    for strategy in STRATEGIES:
+        assert default_head(strategy, spec) == want[strategy], strategy
+    assert {"ner": "bilstm", "classification": "densenet", "pairs": "bimpm"}[task] == spec.stack_head  # §1.6
+
+
 def _head_state(cfg, enc, n):
     return {k: v.clone() for k, v in build_model(cfg, enc, n).head.state_dict().items()}
 
