@@ -1,0 +1,98 @@
+"""The feature cache inside training: cached phase 1 equals live phase 1; stale caches rebuild."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from stackft.cache import FeatureCache
+from stackft.cli import main
+from stackft.config import TrainConfig
+from stackft.encoders import tiny_random_encoder
+from stackft.tasks import load_task_data
+from stackft.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "stackft" / "demo_data" / "conll_train.txt")
+DEV = str(ROOT / "stackft" / "demo_data" / "conll_dev.txt")
+
+
+def _cfg(tmp_path, name, cache, **kw):
+    base = dict(task="ner", strategy="stack-only", train_path=TRAIN, dev_path=DEV, max_train=48, max_dev=16,
+                stack_epochs=2, batch_size=8, evals_per_epoch=1, output_dir=str(tmp_path / name), cache=cache,
+                cache_dtype="fp32", progress=False, init_seed=3, data_seed=5, dropout=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return tiny_random_encoder(hidden_size=32, num_layers=2, seed=1)
+
+
+@pytest.fixture(scope="module")
+def data(enc):
+    return load_task_data("ner", TRAIN, DEV, tokenizer=enc.tokenizer, max_train=48, max_dev=16)
+
+
+def _head_state(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.head.state_dict().items()}
+
+
+def test_cached_phase1_matches_live_encoder(tmp_path, enc, data):
+    """Same seeds: head weights after phase 1 from the fp32 cache equal those from the live frozen encoder."""
+    live = Trainer(_cfg(tmp_path, "live", "off"), encoder=enc, data=data)
+    live.fit()
+    cached = Trainer(_cfg(tmp_path, "cached", str(tmp_path / "cache")), encoder=enc, data=data)
+    cached.fit()
+    assert cached.features is not None, "the cached run did not read the cache"
+    a, b = _head_state(live), _head_state(cached)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=f"head tensor {k}")
+    la = [r["loss"] for r in live.history]
+    lb = [r["loss"] for r in cached.history]
+    assert la == pytest.approx(lb, rel=1e-4, abs=1e-5)
+
+
+def test_stale_cache_is_rebuilt_not_read(tmp_path, enc, data):
+    root = tmp_path / "cache"
+    Trainer(_cfg(tmp_path, "a", str(root)), encoder=enc, data=data).fit()
+    first = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+    assert len(first) == 2  # train + dev
+    # different data (max length): a new fingerprint, so new caches, never the old ones
+    data2 = load_task_data("ner", TRAIN, DEV, tokenizer=enc.tokenizer, max_train=48, max_dev=16, max_length=16)
+    t = Trainer(_cfg(tmp_path, "b", str(root), max_length=16), encoder=enc, data=data2)
+    t.fit()
+    second = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+    assert len(second) == 4 and set(first) < set(second)
+    for c in t.features.caches.values():
+        assert int(c.lengths.max()) <= 16
+
+
+def test_corrupted_cache_is_rebuilt(tmp_path, enc, data):
+    root = tmp_path / "cache"
+    Trainer(_cfg(tmp_path, "a", str(root)), encoder=enc, data=data).fit()
+    train_dir = next(p for p in root.iterdir() if p.name.startswith("train-"))
+    values = train_dir / "values.bin"
+    values.write_bytes(values.read_bytes()[:-100])  # truncated
+    t = Trainer(_cfg(tmp_path, "b", str(root)), encoder=enc, data=data)
+    t.fit()
+    reopened = FeatureCache.open(train_dir)  # rebuilt in place, valid again
+    assert len(reopened) == len(data.train)
+
+
+def test_cache_build_cli_makes_what_train_reads(tmp_path, enc, capsys):
+    enc_dir = tmp_path / "enc"
+    enc.model.save_pretrained(enc_dir)
+    enc.tokenizer.save_pretrained(enc_dir)
+    args = ["--task", "ner", "--train-path", TRAIN, "--dev-path", DEV, "--max-train", "24", "--max-dev", "8",
+            "--encoder", str(enc_dir), "--cache", str(tmp_path / "c"), "--cache-dtype", "int8", "--no-progress"]
+    assert main(["cache", "build", *args]) == 0
+    built = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert len(built) == 2
+    assert main(["train", *args, "--strategy", "stack-only", "--stack-epochs", "1", "--batch-size", "8",
+                 "--output-dir", str(tmp_path / "run")]) == 0
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == built  # reused, not rebuilt
+    out = capsys.readouterr().out
+    assert "int8" in out
