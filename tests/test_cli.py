@@ -1,6 +1,8 @@
 """The ``stackft`` command line end to end: train -> eval on small CoNLL data with a tiny random BERT folder,
 error handling (exit code 2 and one line naming file:line), help, and the installed console script."""
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -55,13 +57,15 @@ def ner_run(tiny_dir, tmp_path_factory):
                       "--dev-path", str(FIXTURES / "conll_small.txt"),
                       "--head-options", '{"lstm_hidden": 16}', "--phase1-epochs", "1", "--phase2-epochs", "1",
                       "--phase1-lr", "3e-3", "--seed", "3")
-    return out, args
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli.main(args)
+    return out, code, stdout.getvalue()
 
 
 def test_train_then_eval(ner_run, capsys):
-    out, args = ner_run
-    assert cli.main(args) == 0
-    printed = capsys.readouterr().out
+    out, code, printed = ner_run
+    assert code == 0
     summary = last_json(printed)
     assert summary["status"] == "finished" and summary["task"] == "ner" and summary["head"] == "bilstm"
     assert (summary["init_seed"], summary["data_seed"]) == (3, 3)  # --seed sets both
@@ -87,9 +91,7 @@ def test_train_then_eval(ner_run, capsys):
 
 def test_eval_without_the_encoder_files_of_the_run(ner_run, tmp_path, capsys):
     # a checkpoint folder copied away from its run (no ../encoder): a clear error, exit 2
-    out, _ = ner_run
-    if not (out / "best").exists():
-        pytest.skip("needs test_train_then_eval's run")
+    out = ner_run[0]
     lone = tmp_path / "copy" / "best"
     shutil.copytree(out / "best", lone)
     assert cli.main(["eval", str(lone), "--data", str(FIXTURES / "conll_small.txt")]) == 2
@@ -108,9 +110,7 @@ def test_malformed_training_file_exit_code_2_names_file_and_line(tiny_dir, tmp_p
 
 
 def test_malformed_eval_file_exit_code_2(ner_run, tmp_path, capsys):
-    out, _ = ner_run
-    if not (out / "best").exists():
-        pytest.skip("needs test_train_then_eval's run")
+    out = ner_run[0]
     bad = tmp_path / "bad.conll"
     bad.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nGerman JJ B-NP Q-MISC\n")
     assert cli.main(["eval", str(out / "best"), "--data", str(bad)]) == 2
