@@ -409,6 +409,46 @@ class FeatureCache:
         return cls.open(path, expect_fingerprint=fingerprint)
 
     @classmethod
+    def assemble(cls, parts: Sequence[tuple["FeatureCache", Sequence[int]]], path: str | os.PathLike, *,
+                 fingerprint: str, extra: dict | None = None) -> "FeatureCache":
+        """One cache at ``path`` from shards: ``parts[k] = (cache, global_indices)``, where sequence
+        ``j`` of the shard is sequence ``global_indices[j]`` of the result (every index 0..N-1 exactly
+        once). Rows are copied as stored (no requantisation); the write is atomic like :meth:`build`.
+        Used by sharded builds: each rank encodes its share, one process assembles.
+        """
+        if not parts:
+            raise ValueError("assemble: no parts")
+        dtypes = {c.dtype for c, _ in parts}
+        dims = {c.dim for c, _ in parts}
+        if len(dtypes) != 1 or len(dims) != 1:
+            raise ValueError(f"assemble: parts differ in dtype {sorted(dtypes)} or dim {sorted(dims)}")
+        n = sum(len(ix) for _, ix in parts)
+        lengths = np.full(n, -1, dtype=np.int64)
+        for c, ix in parts:
+            if len(ix) != len(c):
+                raise ValueError(f"assemble: a part has {len(c)} sequences but {len(ix)} indices")
+            lengths[np.asarray(ix, dtype=np.int64)] = c.lengths.numpy()
+        if (lengths < 0).any():
+            raise ValueError("assemble: the parts' indices must cover 0..N-1 exactly once")
+        w = _Writer(path, dtypes.pop(), dims.pop(), lengths.tolist())
+        try:
+            for c, ix in parts:
+                offs = c.offsets.numpy()
+                for j, i in enumerate(ix):
+                    a, b = int(offs[j]), int(offs[j + 1])
+                    if b > a:
+                        dst = slice(int(w.offsets[i]), int(w.offsets[i + 1]))
+                        w.values[dst] = _raw(c.values[a:b])
+                        if w.scales is not None:
+                            w.scales[dst] = _raw(c.scales[a:b])
+            hdr = {k: parts[0][0].header.get(k) for k in ("layers", "encoder", "pad_id")}
+            w.commit(fingerprint=fingerprint, extra={**hdr, "source": "assemble", **(extra or {})})
+        except BaseException:
+            w.abort()
+            raise
+        return cls.open(path, expect_fingerprint=fingerprint)
+
+    @classmethod
     def open(cls, path: str | os.PathLike, *, expect_fingerprint: str | None = None,
              verify: bool = False) -> "FeatureCache":
         """Memory-map a cache; sizes and offsets are always checked, checksums if ``verify``.

@@ -39,7 +39,7 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("STACKFT_CACHE_DIR", Path.home() / ".cache" / "stackft" / "features"))
 
 
-def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, device=None) -> dict:
+def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, device=None, progress=True) -> dict:
     """Open, or build once, the feature caches of ``data.train`` and ``data.dev`` under ``root``."""
     enc_fp = encoder.fingerprint()
     caches = {}
@@ -49,7 +49,8 @@ def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, devic
                                layers=list(encoder.layers), dtype=dtype,
                                extra=f"{split}:{ds.kind}:{sequences_digest(seqs)}")
         caches[split] = get_or_build(Path(root) / f"{split}-{fp[:16]}", encoder, seqs, fingerprint=fp,
-                                     dtype=dtype, batch_size=batch_size, device=device, pad_id=encoder.pad_id)
+                                     dtype=dtype, batch_size=batch_size, device=device, pad_id=encoder.pad_id,
+                                     progress=progress)
     return caches
 
 
@@ -70,7 +71,7 @@ class CachedFeatures:
     def for_run(cls, trainer) -> "CachedFeatures":
         cfg = trainer.cfg
         caches = split_caches(trainer.encoder, trainer.data, root=cache_root(cfg.cache), dtype=cfg.cache_dtype,
-                              batch_size=cfg.eval_batch_size, device=trainer.device)
+                              batch_size=cfg.eval_batch_size, device=trainer.device, progress=cfg.progress)
         return cls(caches, pair_input=trainer.model.pair_input, device=trainer.device)
 
     def __call__(self, batch: dict, split: str) -> dict:
