@@ -175,14 +175,23 @@ def test_layers_option_takes_negative_indices_as_separate_argument():
     assert args.layers == (-2, -1)
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py: --dev-size is parsed as float, so a count ('--dev-size 2', "
-                                       "documented as 'count or fraction') becomes 2.0 and split_examples rejects it "
-                                       "as a fraction outside (0, 1)")
-def test_dev_size_accepts_a_count(tiny_dir, tmp_path, capsys):
-    code = cli.main(train_args(tiny_dir, tmp_path / "run", "--task", "ner", "--strategy", "stack-only",
-                               "--train-path", str(FIXTURES / "conll_small.txt"), "--dev-size", "2",
-                               "--head", "linear", "--stack-epochs", "1"))
-    assert code == 0, capsys.readouterr().err
+def test_dev_size_accepts_a_count_or_a_fraction(tiny_dir, tmp_path):
+    p = cli.build_parser()
+    assert cli.config_from_args(p.parse_args(["train", "--dev-size", "4"])).dev_size == 4
+    assert isinstance(cli.config_from_args(p.parse_args(["train", "--dev-size", "4"])).dev_size, int)
+    assert cli.config_from_args(p.parse_args(["train", "--dev-size", "0.25"])).dev_size == 0.25
+    data = tmp_path / "kw.csv"
+    data.write_text("".join(f"{w} and the {i},{'sports' if w == 'football' else 'food'}\n"
+                            for i in range(10) for w in ("football", "pizza")))
+    out = tmp_path / "run"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli.main(train_args(tiny_dir, out, "--task", "classification", "--strategy", "stack-only",
+                                   "--train-path", str(data), "--dev-size", "4", "--head", "linear",
+                                   "--stack-epochs", "1", "--evals-per-epoch", "1"))
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["dev_size"] == 4
+    assert last_json(stdout.getvalue())["status"] == "finished"
 
 
 def test_console_script_help():
