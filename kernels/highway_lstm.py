@@ -151,7 +151,7 @@ def _cell_bwd_kernel(XG, s_xg, HG, s_hg, C, s_c, GH, GC, REC, GOUT, s_gout, DROP
 
 
 def _block(H: int) -> int:
-    return max(16, min(1024, triton.next_power_of_2(H)))
+    return max(16, min(256, triton.next_power_of_2(H)))
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:

@@ -138,7 +138,8 @@ def _mp_settings(N: int, D: int, L: int):
 
 
 class MultiPerspectiveCosine(torch.autograd.Function):
-    """``a, b [N, d]`` (same shape and dtype), ``weight [l, d]`` -> ``m [N, l]`` (fp32).
+    """``a, b [N, d]`` (same shape; dtypes may differ, each is upcast on load), ``weight [l, d]``
+    -> ``m [N, l]`` (fp32).
 
     Saves a, b, W and the fp32 ``m, |W∘a|², |W∘b|² [N, l]``; backward is one kernel plus a sum of
     the per-block ``gW`` partials.
@@ -179,9 +180,6 @@ class MultiPerspectiveCosine(torch.autograd.Function):
 def multi_perspective_cosine(v1: torch.Tensor, v2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Triton ``f_m``: ``v1, v2 [..., d]`` (broadcastable), ``weight [l, d]`` -> ``[..., l]``."""
     out_dtype = torch.promote_types(v1.dtype, v2.dtype)
-    if v1.dtype != v2.dtype:
-        cd = R.compute_dtype(out_dtype)
-        v1, v2 = v1.to(cd), v2.to(cd)
     shape = torch.broadcast_shapes(v1.shape, v2.shape)
     D, L = shape[-1], weight.shape[0]
     a = v1.expand(shape).reshape(-1, D)
@@ -350,7 +348,7 @@ class MaxPoolMatch(torch.autograd.Function):
         ):
             if g is None:
                 continue
-            BX = _block(TX)
+            BX = _block(TX, hi=32)  # more programs: each one loops over all l and d
             n_it = triton.cdiv(TX, BX)
             gwp = torch.empty(B * n_it, L, D, device=p.device, dtype=torch.float32)
             _maxpool_bwd_kernel[(n_it, B)](
@@ -436,15 +434,16 @@ def _attn_launch(p, q, qm, max_mode):
     T2 = q.shape[1]
     rp, _ = _inv_norm(p)
     rq, _ = _inv_norm(q)
-    BI, BJ, BD = _block(T1), _block(T2), _block(D)
+    BI, BJ, BD = _block(T1, hi=32), _block(T2), _block(D)  # grid is (T1 tiles, B) only
     dev = p.device
+    # the outputs of the other mode are never touched; 1-element dummies keep the pointers valid
     if max_mode:
-        alpha = s = torch.empty(0, device=dev, dtype=torch.float32)
+        alpha = s = torch.empty(1, device=dev, dtype=torch.float32)
         arg = torch.empty(B, T1, device=dev, dtype=torch.int32)
     else:
         alpha = torch.empty(B, T1, T2, device=dev, dtype=torch.float32)
         s = torch.empty(B, T1, device=dev, dtype=torch.float32)
-        arg = torch.empty(0, device=dev, dtype=torch.int32)
+        arg = torch.empty(1, device=dev, dtype=torch.int32)
     _attn_scores_kernel[(triton.cdiv(T1, BI), B)](
         p, *p.stride(), q, *q.stride(), rp, rq, qm, alpha, s, arg, T1, T2, D,
         MAX_MODE=max_mode, BI=BI, BJ=BJ, BD=BD, DOT=_dot_dtype(p.dtype), PREC=_precision())
@@ -482,6 +481,26 @@ class AttentionScores(torch.autograd.Function):
         return gp.to(p.dtype), gq.to(q.dtype), None
 
 
+class WeightedSum(torch.autograd.Function):
+    """``h = a @ q``: ``a [B,T1,T2]`` fp32, ``q [B,T2,d]`` any float dtype -> ``h [B,T1,d]`` fp32.
+
+    Like ``torch.bmm(a, q.float())`` but saves ``q`` in its own dtype (bf16 q is upcast again in
+    backward instead of keeping an fp32 copy alive)."""
+
+    @staticmethod
+    def forward(ctx, a, q):
+        ctx.save_for_backward(a, q)
+        return torch.bmm(a, q.float())
+
+    @staticmethod
+    def backward(ctx, gh):
+        a, q = ctx.saved_tensors
+        gh = gh.float()
+        ga = torch.bmm(gh, q.float().transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        gq = torch.bmm(a.transpose(1, 2), gh).to(q.dtype) if ctx.needs_input_grad[1] else None
+        return ga, gq
+
+
 def attentive_match(p, q, weight, p_mask=None, q_mask=None, mode: str = "mean"):
     """Triton attentive matching; same contract as :func:`stackft.kernels.reference.attentive_match`."""
     if mode not in ("mean", "max"):
@@ -500,7 +519,8 @@ def attentive_match(p, q, weight, p_mask=None, q_mask=None, mode: str = "mean"):
         h = torch.gather(q, 1, idx)  # the argmax row itself; gradient flows to q_{j*} only
     else:
         alpha, s = AttentionScores.apply(p, q, qm)
-        h = torch.bmm(alpha, q.float()) / R.attention_denominator(s).unsqueeze(-1)
-    m = multi_perspective_cosine(p, h, weight)
+        # normalise the [B,T1,T2] weights, not the [B,T1,d] sum: autograd then keeps only small tensors
+        h = WeightedSum.apply(alpha / R.attention_denominator(s).unsqueeze(-1), q)
+    m = multi_perspective_cosine(p, h, weight)  # p stays in its dtype: no fp32 copy is saved
     rows = (pm.bool() & qm.bool().any(1, keepdim=True)).unsqueeze(-1)
     return torch.where(rows, m, m.new_zeros(())).to(dtype)

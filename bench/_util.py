@@ -1,0 +1,186 @@
+"""Shared benchmark helpers: timing, peak memory, result files.
+
+* :func:`time_ms`: ``triton.testing.do_bench`` (median, warm-up, L2 flush) on CUDA; on CPU, where
+  do_bench needs a CUDA device, a ``time.perf_counter`` median over ``rep`` runs after ``warmup``.
+* :func:`peak_mib`: on CUDA, ``max_memory_allocated`` above the baseline (exact, allocator-level);
+  on CPU, the process RSS high-water mark above the starting RSS (``/proc/self/clear_refs``
+  reset, Linux only): approximate, since the allocator may reuse freed pages.
+* :func:`saved_mib`: what autograd keeps for backward (exact on any device) -- the number that
+  tells materialising implementations apart on CPU, where peak_mib is only approximate.
+* Inputs rotate: callers pass a list of input sets and each call uses the next one, so repeated
+  calls do not hit the same cache lines.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def rotating(make, n: int = 3):
+    """Call ``make()`` n times; return a zero-argument function yielding the sets in turn."""
+    sets = [make() for _ in range(n)]
+    it = itertools.cycle(sets)
+    return lambda: next(it)
+
+
+def cpu_setup() -> None:
+    """CPU runs: one intra-op thread (on a small shared host, OpenMP barriers waiting for a
+    descheduled sibling thread turn 2 ms ops into 1 s outliers) and no background compile workers."""
+    if not torch.cuda.is_available():
+        import torch._inductor.config as inductor_config
+
+        torch.set_num_threads(1)
+        inductor_config.compile_threads = 1
+
+
+def time_ms(fn, warmup: int = 25, rep: int = 100, cpu_reps: int = 15) -> dict:
+    """``{"median": ms, "low": ms}`` of ``fn()``. On CUDA: do_bench (``warmup``/``rep`` are its
+    budgets in ms), low = 20th percentile. On CPU: ``cpu_reps`` timed runs after three untimed ones
+    (torch.compile compiles in those), low = minimum."""
+    if torch.cuda.is_available():
+        import triton.testing
+
+        med, low, _ = triton.testing.do_bench(fn, warmup=warmup, rep=rep, quantiles=[0.5, 0.2, 0.8])
+        return {"median": float(med), "low": float(low)}
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(cpu_reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"median": statistics.median(times), "low": min(times)}
+
+
+def max_err(fn, ref_fn, inputs) -> float:
+    """Largest |fn - ref_fn| over all outputs on one input set (a sanity check of what is timed)."""
+    args = inputs()
+    with torch.no_grad():
+        a, b = fn(*args), ref_fn(*args)
+    a = a if isinstance(a, (tuple, list)) else (a,)
+    b = b if isinstance(b, (tuple, list)) else (b,)
+    return max((x.float() - y.float()).abs().max().item() for x, y in zip(a, b))
+
+
+def measure(row: dict, fn, inputs) -> dict:
+    """Fill ``row`` with fwd/fwd+bwd times, saved-for-backward and peak memory of ``fn``."""
+    row["fwd_ms"] = time_ms(fwd(fn, inputs))["median"]
+    t = time_ms(fwd_bwd(fn, inputs))
+    row["fwd_bwd_ms"], row["fwd_bwd_low_ms"] = t["median"], t["low"]
+    row["saved_mib"] = saved_mib(fwd(fn, inputs))
+    row["peak_mib"] = peak_mib(fwd_bwd(fn, inputs))
+    return row
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def peak_mib(fn) -> float | None:
+    """Peak extra memory of one ``fn()`` call in MiB (see the module docstring)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        base = _rss_kib("VmRSS")
+        fn()
+        return max(0, _rss_kib("VmHWM") - base) / 1024
+    except OSError:
+        return None
+
+
+def saved_mib(fn) -> float:
+    """MiB of distinct storages autograd saves for backward during ``fn()`` (activation memory;
+    any device, exact). Inputs and parameters that get saved are included."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values()) / 2**20
+
+
+def fwd(fn, inputs):
+    """A closure running ``fn`` on the next input set (autograd on: a training forward)."""
+    return lambda: fn(*inputs())
+
+
+def fwd_bwd(fn, inputs):
+    """A closure that runs ``fn`` on the next input set, sums every output and takes the
+    gradients w.r.t. every input that requires grad and every tensor in ``fn.params`` (a module's
+    own weights) via ``autograd.grad``: no ``.grad`` build-up between runs."""
+    def run():
+        args = inputs()
+        outs = fn(*args)
+        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+        loss = sum(o.float().sum() for o in outs)
+        leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        torch.autograd.grad(loss, leaves + list(getattr(fn, "params", [])), allow_unused=True)
+    return run
+
+
+def save(section: str, rows: list[dict], mode: str = "full") -> Path:
+    """Merge ``rows`` under ``section`` into ``bench/results/<device>.json`` (mode "full") or
+    ``bench/results/<device>-<mode>.json`` (e.g. "quick": tiny plumbing shapes)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", device_name()).strip("-")
+    path = RESULTS / (f"{name}.json" if mode == "full" else f"{name}-{mode}.json")
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(device=device_name(), torch=torch.__version__, python=platform.python_version(),
+                cpu_threads=torch.get_num_threads(), host_cpus=os.cpu_count())
+    data.setdefault("benchmarks", {})[section] = rows
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    """A Markdown table of ``rows`` restricted to ``cols``."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return "—" if v is None else str(v)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
