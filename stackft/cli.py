@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import MISSING, fields
 
@@ -86,6 +87,9 @@ def _opt_type(default, name):
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """One ``--field-name`` option per TrainConfig field (``--no-progress`` for the flag)."""
+    # argparse takes "-2,-1" for an option unless it looks like a negative number; let
+    # comma-separated negative layer lists (`--layers -2,-1`) count as numbers too.
+    parser._negative_number_matcher = re.compile(r"^-\d+(,-?\d+)*$|^-\d*\.\d+$")
     for f in fields(TrainConfig):
         default = f.default if f.default is not MISSING else f.default_factory()
         flag = "--" + f.name.replace("_", "-")

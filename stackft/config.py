@@ -63,6 +63,8 @@ class TrainConfig:
     cache_dtype: str = "fp16"
     # running
     device: str = "auto"
+    precision: str = "auto"  # "auto" (bf16 autocast on a bf16-capable GPU, else fp32) | "fp32" | "bf16"
+    grad_accum: int = 1  # split every batch into this many micro-batches (same step, less memory)
     output_dir: str = "runs/stackft"
     save_every: int = 0  # also checkpoint every N optimizer steps (0: at evaluations only)
     max_steps_this_run: int | None = None  # checkpoint and return after N steps (time slicing)

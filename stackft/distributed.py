@@ -97,8 +97,11 @@ class ShardedBatchSampler(Sampler):
         self.inner.set_epoch(epoch, 0)
         self.start_batch = start_batch  # counts kept (global) batches, i.e. steps taken
 
-    def _global_batches(self) -> list:
-        return [b for b in self.inner.batches() if len(b) >= self.world]
+    def _global_batches(self, epoch: int | None = None) -> list:
+        return [b for b in self.inner.batches(epoch) if len(b) >= self.world]
+
+    def num_batches(self, epoch: int) -> int:
+        return len(self._global_batches(epoch))
 
     def __iter__(self):
         for batch in self._global_batches()[self.start_batch:]:

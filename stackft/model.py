@@ -72,8 +72,9 @@ class StackModel(nn.Module):
         return self.forward_features(self.features(batch))
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy; token-level logits ``[B,T,C]`` with labels ``[B,T]`` ignore -100."""
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy in fp32; token-level logits ``[B,T,C]`` with labels ``[B,T]`` ignore -100."""
     if logits.dim() == 3:
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
-    return F.cross_entropy(logits.float(), labels)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                               ignore_index=-100, reduction=reduction)
+    return F.cross_entropy(logits.float(), labels, reduction=reduction)

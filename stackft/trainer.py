@@ -12,10 +12,17 @@ with evaluations ``evals_per_epoch`` times an epoch, applies the phase's stop ru
 A non-finite loss stops the run with :class:`NonFiniteLoss`; the last good checkpoint is kept.
 While the encoder is frozen its features can come from a :mod:`stackft.cache` feature cache
 instead of running it every step (``cfg.cache``).
+
+Under ``torchrun`` (WORLD_SIZE > 1) the same loop runs data-parallel with
+DistributedDataParallel (see :mod:`stackft.distributed`): ``batch_size`` is the global batch, the
+loss is normalised by the global number of labelled items, evaluation predictions are gathered,
+and rank 0 alone writes files. ``precision="bf16"`` runs forward passes under autocast (fp32
+master weights and optimizer state); ``grad_accum=k`` splits every batch into k micro-batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -29,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed as D
 from .config import TrainConfig
 from .encoders import Encoder, load_encoder
 from .heads import build_head
@@ -36,8 +44,8 @@ from .model import StackModel, task_loss
 from .optim import build_param_groups, clip_gradients, make_optimizer, make_scheduler
 from .stopper import Phase1Stopper
 from .strategies import Phase, default_head, plan_phases
-from .evaluate import SubsetView, evaluate, loader, to_device
-from .tasks import TaskData, get_task, load_task_data
+from .evaluate import SubsetView, loader, predict, to_device
+from .tasks import TaskData, get_task, load_task_data, score
 
 log = logging.getLogger("stackft")
 
@@ -46,10 +54,49 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device == "cuda":
+        return torch.device(f"cuda:{local_rank}")
     return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: bf16 (``auto`` on a bf16-capable GPU, or asked for), else None (fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else None
+    raise ValueError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
+
+
+def split_batch(batch: dict, k: int) -> list[dict]:
+    """``batch`` cut into at most ``k`` micro-batches along dim 0 (lists are cut alike)."""
+    n = len(batch["labels"])
+    k = max(1, min(k, n))
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [{key: v[a:b] for key, v in batch.items()} for a, b in zip(bounds, bounds[1:])]
+
+
+def labelled_count(labels: torch.Tensor) -> torch.Tensor:
+    """Items the loss averages over: labelled tokens (token level) or examples."""
+    return (labels != -100).sum() if labels.dim() > 1 else torch.tensor(labels.numel(), device=labels.device)
+
+
+class _TrainForward(torch.nn.Module):
+    """What DistributedDataParallel wraps: batch -> logits, through the cache or the encoder."""
+
+    def __init__(self, trainer: "Trainer"):
+        super().__init__()
+        self.model = trainer.model
+        self._features = trainer._features  # a bound method, not a submodule
+
+    def forward(self, batch):
+        return self.model.forward_features(self._features(batch, "train"))
 
 
 def build_model(cfg: TrainConfig, encoder: Encoder, num_labels: int) -> StackModel:
@@ -82,7 +129,11 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, encoder: Encoder | None = None, data: TaskData | None = None):
         self.cfg = cfg
         self.task = get_task(cfg.task)
-        self.device = resolve_device(cfg.device)
+        self.dist = D.init(cfg.device)
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
+        self.amp_dtype = resolve_precision(cfg.precision, self.device)
+        if cfg.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {cfg.grad_accum}")
         self.out = Path(cfg.output_dir)
         self.encoder = encoder or load_encoder(cfg.encoder, layers=cfg.layers, dropout=cfg.dropout)
         self.head_name = cfg.head or default_head(cfg.strategy, self.task)
@@ -101,7 +152,11 @@ class Trainer:
             raise ValueError(f"head {self.head_name!r} needs {'siamese' if self.model.pair_input else 'joint'} "
                              f"pair encoding, data was encoded as {data.train.kind}")
         self.phases = plan_phases(cfg.strategy, cfg)
+        if sum(p.epochs for p in self.phases) < 1:
+            raise ValueError(f"strategy {cfg.strategy!r} with these epoch settings trains for 0 epochs")
         self.pos = _Position()
+        self._ddp = None
+        self._saved_last = False
         self.best = {"score": -math.inf}
         self.phase_times: dict[str, float] = {}
         self.history: list[dict] = []
@@ -128,11 +183,27 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, split: str = "dev") -> dict:
-        """Metrics on dev, or on the fixed train probe (``split="train"``) used by the gap rule."""
-        ds = self.data.dev if split == "dev" else SubsetView(self.data.train, self.train_probe)
+        """Metrics on dev, or on the fixed train probe (``split="train"``) used by the gap rule.
+
+        Under DDP each rank predicts a strided share; the predictions are gathered and every
+        rank scores the whole set (so every rank takes the same stop decisions).
+        """
+        base = self.data.dev if split == "dev" else self.data.train
+        indices = list(range(len(base))) if split == "dev" else self.train_probe
+        mine = D.shard(indices, self.dist)
         features = (lambda b: self.features(b, split)) if self.features is not None else None
-        return evaluate(self.model, ds, self.task, self.data.vocab, batch_size=self.cfg.eval_batch_size,
-                        device=self.device, features=features)
+        with self._autocast():
+            preds = predict(self.model, SubsetView(base, mine), self.task, self.data.vocab,
+                            batch_size=self.cfg.eval_batch_size, device=self.device, features=features)
+        merged = {}
+        for idx, p in D.all_gather_objects(self.dist, (mine, preds)):
+            merged.update(zip(idx, p))
+        return score(self.task, base, [merged[i] for i in indices], self.data.vocab, indices=indices)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     # -- checkpoints ------------------------------------------------------------------------
     def _meta(self, metrics: dict | None = None) -> dict:
@@ -149,6 +220,10 @@ class Trainer:
         }
 
     def _save_last(self, optimizer, scheduler, stopper) -> None:
+        rngs = D.all_gather_objects(self.dist, ckpt.rng_state())  # every rank's, for an exact resume
+        self._saved_last = True
+        if not self.dist.is_main:
+            return
         state = {  # optimizer None: saved at a phase boundary
             "position": vars(self.pos).copy(),
             "optimizer": optimizer.state_dict() if optimizer else None,
@@ -157,12 +232,24 @@ class Trainer:
             "best": self.best,
             "phase_times": self.phase_times,
             "history": self.history,
-            "rng": ckpt.rng_state(),
+            "rng": rngs[0],
+            "rng_ranks": rngs,
         }
-        ckpt.save_checkpoint(self.out / "last", self.model, self._meta(), state)
+        self._save(self.out / "last", self._meta(), state)
+
+    def _save(self, path, meta, state=None) -> None:
+        """Rank 0 writes a checkpoint (atomically); other ranks do nothing."""
+        if self.dist.is_main:
+            ckpt.save_checkpoint(path, self.model, meta, state)
+
+    def _load(self, path) -> None:
+        D.barrier(self.dist)  # rank 0 may have just written it
+        ckpt.load_weights(path, self.model)
 
     def _log(self, record: dict) -> None:
         self.history.append(record)
+        if not self.dist.is_main:
+            return
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -178,13 +265,20 @@ class Trainer:
                 self._attach_pet(self.phases[self.pos.phase])  # the saved weights include the PET modules
             ckpt.load_weights(self.out / "last", self.model)
             self.best, self.phase_times, self.history = state["best"], state["phase_times"], state["history"]
-            self._rewrite_log()
+            ranks = state.get("rng_ranks") or [state["rng"]]
+            if len(ranks) == self.dist.world_size:
+                state["rng"] = ranks[self.dist.rank]
+            self._saved_last = True
+            if self.dist.is_main:
+                self._rewrite_log()
             log.info("resuming from %s at %s", self.out / "last", self.pos)
         else:
-            (self.out / "metrics.jsonl").unlink(missing_ok=True)
-            (self.out / "config.json").write_text(self.cfg.to_json())
-            ckpt.save_encoder_files(self.encoder, self.out)
-            torch.manual_seed(self.cfg.data_seed)  # dropout follows the data seed
+            if self.dist.is_main:
+                (self.out / "metrics.jsonl").unlink(missing_ok=True)
+                (self.out / "config.json").write_text(self.cfg.to_json())
+                ckpt.save_encoder_files(self.encoder, self.out)
+            torch.manual_seed(self.cfg.data_seed + self.dist.rank)  # dropout follows the data seed
+        D.barrier(self.dist)
         steps_left = self.cfg.max_steps_this_run
         for p_idx, phase in enumerate(self.phases):
             if p_idx < self.pos.phase:
@@ -234,13 +328,21 @@ class Trainer:
         train_dl = loader(self.data.train, cfg.batch_size, self.encoder.pad_id, shuffle=True,
                           seed=cfg.data_seed * 1000 + self.pos.phase, max_tokens=cfg.max_tokens)
         sampler = train_dl.batch_sampler
-        steps_per_epoch = len(sampler)
-        total = steps_per_epoch * phase.epochs
-        scheduler = make_scheduler(optimizer, cfg.schedule, total_steps=total, warmup_proportion=cfg.warmup)
-        n_evals = max(1, min(cfg.evals_per_epoch, steps_per_epoch))
-        eval_points = {round(k * steps_per_epoch / n_evals) for k in range(1, n_evals + 1)}
+        if self.dist.enabled:
+            sampler = D.ShardedBatchSampler(sampler, self.dist.rank, self.dist.world_size)
+            train_dl = torch.utils.data.DataLoader(self.data.train, batch_sampler=sampler,
+                                                   collate_fn=train_dl.collate_fn, generator=train_dl.generator)
+        # with max_tokens the number of batches differs between epochs
+        epoch_steps = [sampler.num_batches(e) for e in range(phase.epochs)]
+        scheduler = make_scheduler(optimizer, cfg.schedule, total_steps=sum(epoch_steps), warmup_proportion=cfg.warmup)
         stopper = Phase1Stopper(mode=phase.stop_mode, gap_tol=cfg.gap_tol, patience=cfg.patience,
-                                min_steps=min(eval_points))
+                                min_steps=min(self._eval_points(epoch_steps[0])) if epoch_steps else 0)
+        self._ddp = None
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(_TrainForward(self), device_ids=ids)
         chosen_path = self.out / f"{phase.name}_chosen"
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
@@ -252,6 +354,8 @@ class Trainer:
         stop = bool(stopper.reason)  # a resumed run whose stop rule had already fired
         for epoch in range(self.pos.epoch, phase.epochs if not stop else 0):
             self.pos.epoch = epoch
+            steps_per_epoch = epoch_steps[epoch]
+            eval_points = self._eval_points(steps_per_epoch)
             sampler.set_epoch(epoch, self.pos.batch)
             bar = tqdm(train_dl, total=steps_per_epoch, initial=self.pos.batch, disable=not cfg.progress,
                        desc=f"{phase.name} epoch {epoch + 1}/{phase.epochs}", leave=False, dynamic_ncols=True)
@@ -286,8 +390,9 @@ class Trainer:
             if stop:
                 tqdm.write(f"[{phase.name}] stopped early: {stopper.reason}")
                 break
+        D.barrier(self.dist)
         if phase.restore_chosen and (chosen_path / "model.safetensors").exists():
-            ckpt.load_weights(chosen_path, model)
+            self._load(chosen_path)
             tqdm.write(f"[{phase.name}] ends on the evaluation at step {stopper.chosen_step} (stop rule: {phase.stop_mode})")
         self.phase_times[phase.name] = time.perf_counter() - t0
         if phase.pet:
@@ -295,19 +400,43 @@ class Trainer:
 
             pet.detach(model.encoder, phase.pet)
         if phase.restore_chosen:
-            ckpt.save_checkpoint(self.out / f"{phase.name}_end", model, self._meta({"stop_reason": stopper.reason}))
+            self._save(self.out / f"{phase.name}_end", self._meta({"stop_reason": stopper.reason}))
+        self._ddp = None
         return True, steps_left
 
+    def _eval_points(self, steps_per_epoch: int) -> set:
+        n_evals = max(1, min(self.cfg.evals_per_epoch, steps_per_epoch))
+        return {round(k * steps_per_epoch / n_evals) for k in range(1, n_evals + 1)}
+
     def _train_step(self, batch, optimizer, scheduler) -> float:
+        """One optimizer step over ``batch`` (this rank's share), in ``grad_accum`` micro-batches.
+
+        Each micro-batch's summed loss is divided by the global number of labelled items (times
+        the world size, which DDP's gradient averaging divides out), so the gradient equals that
+        of the mean loss over the whole global batch. Returns that mean loss.
+        """
         batch = to_device(batch, self.device)
-        logits = self.model.forward_features(self._features(batch, "train"))
-        loss = task_loss(logits, batch["labels"])
+        n_global = D.all_reduce_sum(self.dist, labelled_count(batch["labels"]).float()).clamp(min=1)
+        forward = self._ddp if self._ddp is not None else _TrainForward(self)
+        micro = split_batch(batch, self.cfg.grad_accum)
+        total = torch.zeros((), device=self.device)
+        for i, mb in enumerate(micro):
+            last = i == len(micro) - 1
+            sync = contextlib.nullcontext() if self._ddp is None or last else self._ddp.no_sync()
+            with sync:
+                with self._autocast():
+                    logits = forward(mb)
+                loss_sum = task_loss(logits, mb["labels"], reduction="sum")
+                (loss_sum * (self.dist.world_size / n_global)).backward()
+            total += loss_sum.detach()
+        loss = D.all_reduce_sum(self.dist, total) / n_global
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(
-                f"non-finite loss ({loss.item()}) at phase {self.pos.phase} step {self.pos.phase_step}; "
-                f"the last good checkpoint is in {self.out / 'last'} (resume with resume=True after fixing "
-                f"the cause, e.g. a lower learning rate)")
-        loss.backward()
+            where = (f"the last good checkpoint is in {self.out / 'last'} (resume with resume=True after fixing "
+                     f"the cause, e.g. a lower learning rate)") if self._saved_last else \
+                "no checkpoint of this run was written yet"
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at phase {self.pos.phase} "
+                                f"step {self.pos.phase_step}; {where}")
         if self.cfg.clip:
             clip_gradients(self.model.parameters(), self.cfg.clip, self.cfg.clip_mode)
         optimizer.step()
@@ -328,19 +457,20 @@ class Trainer:
         prev_chosen = stopper.chosen
         stop = stopper.update(self.pos.phase_step, None if train is None else train[key], dev[key])
         if phase.restore_chosen and stopper.chosen != prev_chosen:
-            ckpt.save_checkpoint(chosen_path, self.model, self._meta(dev))
+            self._save(chosen_path, self._meta(dev))
         if dev[key] > self.best["score"] and not phase.pet:  # PET phases' models are not final models
             self.best = {"score": dev[key], "phase": phase.name, "step": self.pos.phase_step, "dev": dev}
-            ckpt.save_checkpoint(self.out / "best", self.model, self._meta(dev))
+            self._save(self.out / "best", self._meta(dev))
             record["best"] = True
         self._log(record)
         gap = "" if train is None else f" train {key} {train[key]:.4f}"
-        tqdm.write(f"[{phase.name}] epoch {epochs_done:.2f} step {self.pos.phase_step}: loss {loss:.4f} "
-                   f"dev {key} {dev[key]:.4f}{gap}")
+        if self.dist.is_main:
+            tqdm.write(f"[{phase.name}] epoch {epochs_done:.2f} step {self.pos.phase_step}: loss {loss:.4f} "
+                       f"dev {key} {dev[key]:.4f}{gap}")
         return stop
 
     def _finish(self) -> dict:
-        ckpt.load_weights(self.out / "best", self.model)
+        self._load(self.out / "best")
         summary = {
             "status": "finished",
             "strategy": self.cfg.strategy,
@@ -352,8 +482,10 @@ class Trainer:
             "init_seed": self.cfg.init_seed,
             "data_seed": self.cfg.data_seed,
             "output_dir": str(self.out),
+            "world_size": self.dist.world_size,
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        if self.dist.is_main:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
 
 

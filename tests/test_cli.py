@@ -167,9 +167,6 @@ def test_config_from_args_types():
     assert cli.config_from_args(p.parse_args(["train"])) == type(cfg)()  # defaults are TrainConfig's
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py: '--layers -2,-1' (the usual way to average the top two layers) is "
-                                       "rejected by argparse as a missing argument, since '-2,-1' looks like an option; "
-                                       "only '--layers=-2,-1' works")
 def test_layers_option_takes_negative_indices_as_separate_argument():
     args = cli.build_parser().parse_args(["train", "--layers", "-2,-1"])
     assert args.layers == (-2, -1)

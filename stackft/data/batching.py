@@ -161,6 +161,12 @@ class LengthBucketSampler(Sampler):
         self._cached = (epoch, result)
         return result
 
+    def num_batches(self, epoch: int) -> int:
+        """Batches in ``epoch`` (the same for every epoch unless ``max_tokens`` is set)."""
+        if self.max_tokens is None:
+            return len(self)
+        return len(self.batches(epoch))
+
     def __iter__(self):
         yield from self.batches()[self.start_batch :]
 
