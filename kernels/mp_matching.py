@@ -10,16 +10,19 @@ AllenNLP-style ``[B,T1,T2,d]`` attentive tensor:
 * Max-pooling matching streams ``(i, j)`` tiles per perspective k, computing
   ``Σ_d p_id W_kd² q_jd`` with a tensor-core dot of the W²-scaled p tile, and keeps the running row
   max/argmax (P->Q) in registers; each tile's column max/argmax (Q->P) is written as a per-i-tile
-  partial (``[B,l,n_i_tiles,T2]``, tiny) and reduced afterwards. Backward routes each gradient
-  only through the stored argmax: O(B·T·l·d) vector math, atomic adds into the gathered side.
+  partial (``[B,l,n_i_tiles,T2]``, tiny) and reduced afterwards. The norms
+  ``|W_k∘p_i|² = (p∘p)(W∘W)ᵀ`` are one small GEMM per side. Backward routes each gradient only
+  through the stored argmax: O(B·T·l·d) vector math, atomic adds into the gathered side.
 * Attentive matching computes ``α = cos(p_i, q_j)`` tile-wise (norms folded in, padding masked,
   Σα accumulated) and keeps only ``α [B,T1,T2]`` (mean) or the argmax ``[B,T1]`` (max); then
-  ``h = α q / Σα`` is a bmm (or a gather) and the result is the fused multi-perspective cosine.
+  ``h = (α/Σα) q`` is a bmm (or a gather of the argmax row) and the result is the fused
+  multi-perspective cosine. Autograd keeps p, q, α, ``h [B,T1,d]`` and O(B·T) extras.
 
 Precision: loads are upcast to fp32 and every reduction accumulates in fp32. fp32 dots use
 IEEE fp32 unless ``torch.backends.cuda.matmul.allow_tf32`` is set. For bf16/fp16 inputs the
 maxpool and attention GEMMs run on tensor cores in the input dtype (the W²-scaled p tile is
-rounded to that dtype) with fp32 accumulation.
+rounded to that dtype) with fp32 accumulation; under ``TRITON_INTERPRET`` those dots run in fp32
+(the interpreter mishandles low-precision dot operands).
 """
 
 from __future__ import annotations

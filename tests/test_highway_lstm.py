@@ -127,3 +127,11 @@ def test_auto_on_cpu_tensors_is_the_reference():
     a = K.highway_lstm(x, lengths, W_x, W_h, b, h0, c0, dropout_mask=mask)
     r = R.highway_lstm(x, lengths, W_x, W_h, b, h0, c0, dropout_mask=mask)
     torch.testing.assert_close(a[0], r[0], atol=0, rtol=0)
+
+
+def test_public_name_stays_the_function_after_triton_dispatch():
+    # the submodule kernels/highway_lstm.py shares the public function's name
+    g, _ = fresh()
+    x, W_x, W_h, b, *_ = _layer(1, 2, 3, 4, g)
+    K.highway_lstm(x, torch.tensor([2]), W_x, W_h, b, backend="triton")
+    assert callable(K.highway_lstm) and K.highway_lstm.__module__ == "stackft.kernels"
