@@ -10,11 +10,13 @@ stale cache is rebuilt rather than read.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
-from .cache import cache_fingerprint, get_or_build, sequences_digest
+from . import distributed as D
+from .cache import CacheError, FeatureCache, cache_fingerprint, get_or_build, sequences_digest
 
 
 def build_cache_cli(args) -> int:
@@ -39,8 +41,13 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("STACKFT_CACHE_DIR", Path.home() / ".cache" / "stackft" / "features"))
 
 
-def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, device=None, progress=True) -> dict:
-    """Open, or build once, the feature caches of ``data.train`` and ``data.dev`` under ``root``."""
+def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, device=None, progress=True,
+                 dist: D.DistInfo = D.DistInfo()) -> dict:
+    """Open, or build once, the feature caches of ``data.train`` and ``data.dev`` under ``root``.
+
+    Under DDP a missing or stale cache is built sharded: each rank encodes its strided share into a
+    part, rank 0 assembles the parts into the cache (atomically), then every rank opens it.
+    """
     enc_fp = encoder.fingerprint()
     caches = {}
     for split, ds in (("train", data.train), ("dev", data.dev)):
@@ -48,10 +55,34 @@ def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, devic
         fp = cache_fingerprint(encoder_fingerprint=enc_fp, data_files=data.files, max_length=data.max_length,
                                layers=list(encoder.layers), dtype=dtype,
                                extra=f"{split}:{ds.kind}:{sequences_digest(seqs)}")
-        caches[split] = get_or_build(Path(root) / f"{split}-{fp[:16]}", encoder, seqs, fingerprint=fp,
-                                     dtype=dtype, batch_size=batch_size, device=device, pad_id=encoder.pad_id,
-                                     progress=progress)
+        path = Path(root) / f"{split}-{fp[:16]}"
+        kw = dict(dtype=dtype, batch_size=batch_size, device=device, pad_id=encoder.pad_id, progress=progress)
+        if not dist.enabled:
+            caches[split] = get_or_build(path, encoder, seqs, fingerprint=fp, **kw)
+            continue
+        valid = D.broadcast_object(dist, _is_valid(path, fp, dtype) if dist.is_main else None)
+        if not valid:
+            _build_sharded(path, encoder, seqs, fp, dist, kw)
+        caches[split] = FeatureCache.open(path, expect_fingerprint=fp)
     return caches
+
+
+def _is_valid(path: Path, fingerprint: str, dtype: str) -> bool:
+    try:
+        return FeatureCache.open(path, expect_fingerprint=fingerprint).dtype == dtype
+    except CacheError:
+        return False
+
+
+def _build_sharded(path: Path, encoder, seqs, fingerprint: str, dist: D.DistInfo, kw: dict) -> None:
+    mine = D.shard(range(len(seqs)), dist)
+    part = path.parent / f".{path.name}.part{dist.rank}-of-{dist.world_size}"
+    FeatureCache.build(encoder, [seqs[i] for i in mine], path=part, fingerprint=f"{fingerprint}:part{dist.rank}", **kw)
+    parts = D.all_gather_objects(dist, (str(part), mine))
+    if dist.is_main:
+        FeatureCache.assemble([(FeatureCache.open(p), ix) for p, ix in parts], path, fingerprint=fingerprint)
+    D.barrier(dist)
+    shutil.rmtree(part, ignore_errors=True)
 
 
 def cache_root(setting: str) -> Path:
@@ -71,7 +102,8 @@ class CachedFeatures:
     def for_run(cls, trainer) -> "CachedFeatures":
         cfg = trainer.cfg
         caches = split_caches(trainer.encoder, trainer.data, root=cache_root(cfg.cache), dtype=cfg.cache_dtype,
-                              batch_size=cfg.eval_batch_size, device=trainer.device, progress=cfg.progress)
+                              batch_size=cfg.eval_batch_size, device=trainer.device,
+                              progress=cfg.progress and trainer.dist.is_main, dist=trainer.dist)
         return cls(caches, pair_input=trainer.model.pair_input, device=trainer.device)
 
     def __call__(self, batch: dict, split: str) -> dict:
