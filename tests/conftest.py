@@ -16,3 +16,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # The suite's tensors are small: one intra-op thread is as fast and never oversubscribes a busy box.
 torch.set_num_threads(1)
+
+
+_POS, _NEG = ["great", "superb", "lovely"], ["awful", "dreadful", "poor"]
+_FILLER = "the a film plot actor scene story music was is very quite really".split()
+
+
+def write_keyword_csv(path, n: int, seed: int) -> str:
+    """A learnable 2-class ``text,label`` CSV: the label is given by one keyword among fillers."""
+    import csv
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        for i in range(n):
+            label = i % 2
+            words = rng.sample(_FILLER, rng.randint(3, 9)) + [rng.choice(_POS if label else _NEG)]
+            rng.shuffle(words)
+            w.writerow([" ".join(words), "pos" if label else "neg"])
+    return str(path)

@@ -1,10 +1,8 @@
 """Data-parallel training: 2-process gloo DDP on CPU (torchrun) equals one process with the same
 global batch; phase 1 from a cache built sharded across ranks; micro-batch accumulation; bf16."""
 
-import csv
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -19,21 +17,7 @@ from stackft.encoders import tiny_random_encoder
 from stackft.tasks import load_task_data
 from stackft.trainer import Trainer
 
-POS, NEG = ["great", "superb", "lovely"], ["awful", "dreadful", "poor"]
-FILLER = "the a film plot actor scene story music was is very quite really".split()
-
-
-def _write(path: Path, n: int, seed: int) -> str:
-    rng = random.Random(seed)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        for i in range(n):
-            label = i % 2
-            words = rng.sample(FILLER, rng.randint(3, 9)) + [rng.choice(POS if label else NEG)]
-            rng.shuffle(words)
-            w.writerow([" ".join(words), "pos" if label else "neg"])
-    return str(path)
-
+from conftest import write_keyword_csv
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
@@ -42,8 +26,8 @@ def setup(tmp_path_factory):
     enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)
     enc.model.save_pretrained(enc_dir)
     enc.tokenizer.save_pretrained(enc_dir)
-    return {"root": root, "enc": str(enc_dir), "train": _write(root / "train.csv", 60, 1),
-            "dev": _write(root / "dev.csv", 21, 2)}
+    return {"root": root, "enc": str(enc_dir), "train": write_keyword_csv(root / "train.csv", 60, 1),
+            "dev": write_keyword_csv(root / "dev.csv", 21, 2)}
 
 
 def _free_port() -> int:
