@@ -1,0 +1,116 @@
+"""Phase-1 epoch from the feature cache vs running the frozen encoder every step (CPU or GPU).
+
+BiLSTM head on CoNLL-2003 sentences with the default encoder (all-MiniLM-L6-v2). Measured side
+by side in one run:
+  - one phase-1 epoch with the live frozen encoder (eval mode, no_grad) + head forward/backward/step;
+  - the one-time cache build (encoder once over the training set), per dtype;
+  - one phase-1 epoch from the cache, per dtype;
+  - for fp32 and int8 caches: phase-1 dev F1 after ``--epochs`` epochs (same seeds), and bytes.
+
+    python bench/bench_phase1_cache.py --train ../shared/data/conll2003/train.txt \
+        --dev ../shared/data/conll2003/dev.txt --n-train 2000 --n-dev 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from stackft.cache import FeatureCache
+from stackft.cache_features import CachedFeatures
+from stackft.config import TrainConfig
+from stackft.encoders import load_encoder
+from stackft.evaluate import evaluate, loader, to_device
+from stackft.model import task_loss
+from stackft.optim import BertAdam, build_param_groups
+from stackft.tasks import load_task_data
+from stackft.trainer import build_model, resolve_device
+
+
+def run_epoch(model, data, features, *, batch_size, device, seed=0) -> float:
+    """One phase-1 epoch; returns seconds. ``features(batch)`` or None for the live encoder."""
+    model.freeze_encoder()
+    model.train()
+    opt = BertAdam(build_param_groups(model, head_lr=1e-3, encoder_lr=0.0), lr=1e-3)
+    dl = loader(data.train, batch_size, model.encoder.pad_id, shuffle=True, seed=seed)
+    t = time.perf_counter()
+    for batch in dl:
+        batch = to_device(batch, device)
+        feats = features(batch) if features else model.features(batch)
+        loss = task_loss(model.forward_features(feats), batch["labels"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", default="../shared/data/conll2003/train.txt")
+    ap.add_argument("--dev", default="../shared/data/conll2003/dev.txt")
+    ap.add_argument("--n-train", type=int, default=2000)
+    ap.add_argument("--n-dev", type=int, default=500)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=2, help="phase-1 epochs for the fp32 vs int8 F1 check")
+    ap.add_argument("--dtypes", default="fp32,fp16,int8")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default=None, help="JSON results file (default bench/results/phase1_cache-<device>.json)")
+    args = ap.parse_args()
+
+    device = resolve_device(args.device)
+    enc = load_encoder().to(device)
+    data = load_task_data("ner", args.train, args.dev, tokenizer=enc.tokenizer, max_train=args.n_train, max_dev=args.n_dev)
+    cfg = TrainConfig(task="ner", strategy="stack-only", init_seed=0)
+    n_tok = sum(data.train.lengths)
+    res = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+           "n_train": len(data.train), "n_dev": len(data.dev), "train_tokens": n_tok, "batch_size": args.batch_size}
+
+    model = build_model(cfg, enc, len(data.vocab)).to(device)
+    res["live_epoch_s"] = run_epoch(model, data, None, batch_size=args.batch_size, device=device)
+    print(f"live frozen-encoder epoch: {res['live_epoch_s']:.2f} s")
+
+    tmp = Path(tempfile.mkdtemp(prefix="stackft-bench-"))
+    for dtype in args.dtypes.split(","):
+        caches = {}
+        t = time.perf_counter()
+        for split, ds in (("train", data.train), ("dev", data.dev)):
+            caches[split] = FeatureCache.build(enc, ds.sequences(), dtype=dtype, path=tmp / f"{dtype}-{split}",
+                                               batch_size=64, device=device, pad_id=enc.pad_id, progress=False)
+        build_s = time.perf_counter() - t
+        feats = CachedFeatures(caches, pair_input=False, device=device)
+        model = build_model(cfg, enc, len(data.vocab)).to(device)
+        epoch_s = run_epoch(model, data, lambda b: feats(b, "train"), batch_size=args.batch_size, device=device)
+        row = {"build_s": build_s, "epoch_s": epoch_s, "speedup_vs_live": res["live_epoch_s"] / epoch_s,
+               "nbytes": caches["train"].nbytes, "bytes_per_token": caches["train"].nbytes / n_tok}
+        if dtype in ("fp32", "int8"):
+            model = build_model(cfg, enc, len(data.vocab)).to(device)
+            for e in range(args.epochs):
+                run_epoch(model, data, lambda b: feats(b, "train"), batch_size=args.batch_size, device=device, seed=e)
+            row["dev_f1"] = evaluate(model, data.dev, data.task, data.vocab, device=device,
+                                     features=lambda b: feats(b, "dev"))["f1"]
+        res[dtype] = row
+        print(f"{dtype:>5}: build {build_s:6.2f} s, cached epoch {epoch_s:6.3f} s "
+              f"({row['speedup_vs_live']:.1f}x vs live), {row['bytes_per_token']:.0f} B/token"
+              + (f", dev F1 {100 * row['dev_f1']:.2f}" if "dev_f1" in row else ""))
+    if "fp32" in res and "int8" in res:
+        res["int8_bytes_ratio"] = res["int8"]["nbytes"] / res["fp32"]["nbytes"]
+        res["int8_f1_delta_points"] = 100 * (res["int8"]["dev_f1"] - res["fp32"]["dev_f1"])
+        print(f"int8/fp32 bytes {res['int8_bytes_ratio']:.3f}; int8 - fp32 dev F1 {res['int8_f1_delta_points']:+.2f} points")
+    name = "gpu-" + torch.cuda.get_device_name().replace(" ", "_") if device.type == "cuda" else "cpu"
+    out = Path(args.out or Path(__file__).parent / "results" / f"phase1_cache-{name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
