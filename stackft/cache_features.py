@@ -26,9 +26,9 @@ def build_cache_cli(args) -> int:
 
     cfg = config_from_args(args)
     if cfg.train_path is None:
-        raise SystemExit("stackft cache build: --train-path is required")
+        raise ValueError("--train-path is required")
     if cfg.cache == "off":
-        raise SystemExit("stackft cache build: --cache off makes no cache")
+        raise ValueError("--cache off makes no cache")
     trainer = Trainer(cfg)
     caches = split_caches(trainer.encoder, trainer.data, root=cache_root(cfg.cache), dtype=cfg.cache_dtype,
                           batch_size=cfg.eval_batch_size, device=trainer.device)

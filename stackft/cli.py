@@ -110,7 +110,7 @@ def cmd_train(args) -> int:
 
     cfg = config_from_args(args)
     if cfg.train_path is None:
-        raise SystemExit("stackft train: --train-path is required")
+        raise ValueError("--train-path is required")
     if args.seed is not None:
         cfg.init_seed = cfg.data_seed = args.seed
     summary = Trainer(cfg).fit(resume=args.resume)

@@ -338,12 +338,13 @@ def test_cli_build_ext(capsys):
     assert Path(out.split("library:")[1].split()[0]).exists()
 
 
-def test_cli_cache_build_without_tasks_is_clear(capsys, monkeypatch):
-    import sys
+def test_cli_cache_build_without_data_is_clear(capsys):
+    from stackft.cli import main
 
-    monkeypatch.setitem(sys.modules, "stackft.tasks", None)  # import fails
-    assert cli_cache.main(["cache", "build"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    assert main(["cache", "build"]) == 2
+    assert "--train-path is required" in capsys.readouterr().err
+    assert main(["cache", "build", "--train-path", "x.csv", "--cache", "off"]) == 2
+    assert "makes no cache" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "int8"])
