@@ -1,6 +1,7 @@
 """Readers (CoNLL, pair TSV, text CSV, HF datasets), DataError reporting, and split_examples."""
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -8,6 +9,8 @@ import pytest
 
 from stackft.data import (
     DataError,
+    DataWarning,
+    ExampleList,
     PairExample,
     TaggedSentence,
     TextExample,
@@ -308,6 +311,254 @@ def test_hf_ner_classlabel_tags_from_saved_dataset(tmp_path, hf_cache):
 def test_hf_unknown_task():
     with pytest.raises(ValueError):
         load_hf_examples("whatever", "train", "regression")
+
+
+# --- bad input: on_error, max_line_chars, encodings, line endings ------------------------------
+
+READERS = {
+    "conll": (read_conll, "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n", 2),
+    "pairs": (read_pairs_tsv, "1\tq one\tq two\t7\n0\tq three\tq four\t8\n", 2),
+    "csv": (read_text_csv, 'hello world,a\n"multi\nline, text",b\n', 2),
+}
+
+
+def read_quietly(reader, *args, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = reader(*args, **kwargs)
+    return result, [w for w in caught if issubclass(w.category, DataWarning)]
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_bom_crlf_and_trailing_whitespace_lines_are_accepted(tmp_path, kind):
+    reader, content, n = READERS[kind]
+    plain = reader(write(tmp_path, "plain", content))
+    variant = b"\xef\xbb\xbf" + content.replace("\n", "\r\n").encode() + b"  \r\n\t\n\n   "
+    got = reader(write(tmp_path, "variant", variant))
+    assert isinstance(got, ExampleList) and got.skipped == 0 and got.problems == []
+    if kind == "csv":  # a quoted line break keeps its bytes (RFC 4180)
+        for example in got:
+            example.text = example.text.replace("\r\n", "\n")
+    assert list(got) == list(plain) and len(got) == n
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_directory_and_missing_file(tmp_path, kind):
+    reader = READERS[kind][0]
+    with pytest.raises(DataError) as info:
+        reader(tmp_path)
+    assert info.value.path == str(tmp_path) and "directory" in info.value.problem
+    with pytest.raises(FileNotFoundError) as missing:
+        reader(tmp_path / "nope.txt")
+    assert "nope.txt" in str(missing.value)
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_on_error_and_max_line_chars_are_checked(tmp_path, kind):
+    reader, content, _ = READERS[kind]
+    path = write(tmp_path, "ok", content)
+    with pytest.raises(ValueError, match="on_error"):
+        reader(path, on_error="ignore")
+    with pytest.raises(ValueError, match="max_line_chars"):
+        reader(path, max_line_chars=0)
+
+
+BAD_LINES = {  # kind -> (good line, [(bad bytes line, words in the problem)])
+    "conll": (b"word NN B-NP O", [
+        (b"w\xe9rd NN B-NP O", "UTF-8"),
+        (b"wo\x00rd NN B-NP O", "NUL"),
+        (b"x" * 5000 + b" NN B-NP O", "longer than 1000"),
+        (b"word NN O", "columns"),
+        (b"word NN B-NP PER", "invalid tag"),
+    ]),
+    "pairs": (b"1\tq one\tq two\t7", [
+        (b"1\tq \xff\tq two\t7", "UTF-8"),
+        (b"1\tq\x00\tq two\t7", "NUL"),
+        (b"1\t" + b"x" * 5000 + b"\tq two\t7", "longer than 1000"),
+        (b"1\tq one q two\t7", "fields"),
+        (b" \tq one\tq two\t7", "empty label"),
+        (b"1\t\tq two\t7", "empty text_a"),
+        (b"1\tq one\t \t7", "empty text_b"),
+        (b"1\tq one\tq two\t", "empty id"),
+    ]),
+    "csv": (b"some text,a", [
+        (b"caf\xe9,a", "UTF-8"),
+        (b"te\x00xt,a", "NUL"),
+        (b"x" * 5000 + b",a", "longer than 1000"),
+        (b"text,a,b", "columns"),
+        (b'" ",a', "empty text"),
+        (b"text, ", "empty label"),
+        (b'"text"x,a', "malformed"),
+        (b"te\rxt,a", "carriage return"),
+    ]),
+}
+
+
+@pytest.mark.parametrize("kind, case", [(k, i) for k, (_, cases) in BAD_LINES.items() for i in range(len(cases))])
+def test_bad_line_raises_or_is_skipped(tmp_path, kind, case):
+    reader = READERS[kind][0]
+    good, cases = BAD_LINES[kind]
+    bad, words = cases[case]
+    sep = b"\n\n" if kind == "conll" else b"\n"  # CoNLL: one sentence per line here
+    path = write(tmp_path, "bad", sep.join([good, good, bad, good]) + b"\n")
+    line = 5 if kind == "conll" else 3
+    with pytest.raises(DataError) as info:
+        reader(path, max_line_chars=1000)
+    assert (info.value.path, info.value.line) == (str(path), line)
+    assert words in info.value.problem and str(info.value).startswith(f"{path}:{line}: ")
+
+    got, caught = read_quietly(reader, path, on_error="skip", max_line_chars=1000)
+    assert len(got) == 3 and got.skipped == 1
+    assert got.problems == [str(info.value)]
+    assert [e.line for e in got] == ([1, 3, 7] if kind == "conll" else [1, 2, 4])
+    [warning] = caught
+    assert str(warning.message) == f"skipped 1 bad {'sentences' if kind == 'conll' else 'rows' if kind == 'csv' else 'lines'} in {path} (first: {got.problems[0]})"
+
+
+def test_conll_skip_drops_the_whole_sentence(tmp_path):
+    path = write(tmp_path, "c.txt", "a O\nb B-PER\nc BAD\nd O\n\ne O\n\nf O\ng\tO\textra\n")
+    got, caught = read_quietly(read_conll, path, on_error="skip")
+    assert [s.tokens for s in got] == [["e"]] and got.skipped == 2
+    assert got.problems == [f"{path}:3: invalid tag 'BAD' (expected O, B-TYPE or I-TYPE)",
+                            f"{path}:9: expected 2 columns (like most token lines), found 3"]
+    assert len(caught) == 1 and "skipped 2 bad sentences" in str(caught[0].message)
+
+
+def test_conll_usual_width_is_the_most_common(tmp_path):
+    # the first token line is the odd one out: it is reported, not the 3 lines after it
+    path = write(tmp_path, "c.txt", "a X O\nb O\nc O\n\nd O\n")
+    with pytest.raises(DataError) as info:
+        read_conll(path)
+    assert info.value.line == 1 and "expected 2 columns" in info.value.problem and "found 3" in info.value.problem
+    assert [s.tokens for s in read_quietly(read_conll, path, on_error="skip")[0]] == [["d"]]
+
+
+def test_conll_missing_tag_column(tmp_path):
+    path = write(tmp_path, "c.txt", "a B-NP O\nb I-NP O\n")
+    with pytest.raises(DataError) as info:
+        read_conll(path, tag_column=5)
+    assert info.value.line == 1 and "tag_column=5 needs at least 6" in info.value.problem
+    with pytest.raises(DataError) as info:
+        read_conll(path, tag_column=5, on_error="skip")
+    assert info.value.line is None and "no valid examples" in info.value.problem
+
+
+def test_conll_strict_iob2_skips_iob1_sentences(tmp_path):
+    path = write(tmp_path, "c.txt", "a I-PER\nb O\n\nc B-PER\nd I-PER\n")
+    got, _ = read_quietly(read_conll, path, scheme="iob2", on_error="skip")
+    assert [s.tokens for s in got] == [["c", "d"]] and got.skipped == 1
+    assert got.problems[0].startswith(f"{path}:1: tag 'I-PER' opens a chunk")
+
+
+def test_problems_keep_the_first_20_and_one_warning(tmp_path):
+    lines = ["1\ta\tb\t1"] + [f"1\ta\tb\t{i}\textra" for i in range(30)] + ["0\tc\td\t2"]
+    path = write(tmp_path, "p.tsv", "\n".join(lines) + "\n")
+    got, caught = read_quietly(read_pairs_tsv, path, on_error="skip")
+    assert [p.id for p in got] == ["1", "2"] and got.skipped == 30
+    assert len(got.problems) == 20 and got.problems[0].startswith(f"{path}:2: ")
+    assert got.problems[-1].startswith(f"{path}:21: ")
+    assert len(caught) == 1 and str(caught[0].message).startswith(f"skipped 30 bad lines in {path} (first: {path}:2: ")
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_nothing_valid_after_skipping(tmp_path, kind):
+    reader = READERS[kind][0]
+    path = write(tmp_path, "bad", b"\x00\n\xff\xfe\n")
+    with pytest.raises(DataError) as info:
+        reader(path, on_error="skip")
+    assert info.value.path == str(path) and info.value.line is None
+    assert info.value.problem.startswith("no valid examples") and f"(first: {path}:1: NUL byte" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_utf16_file_is_named(tmp_path, kind):
+    reader, content, _ = READERS[kind]
+    path = write(tmp_path, "u16", content.encode("utf-16"))
+    with pytest.raises(DataError) as info:
+        reader(path)
+    assert info.value.line == 1 and "UTF-16" in info.value.problem
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_default_line_limit_and_lines_too_long_to_read(tmp_path, kind):
+    """A line over max_line_chars (default 1,000,000) is bad; one over 4 bytes per allowed
+    character is not even read whole (and the lines after it keep their numbers)."""
+    reader, content, n = READERS[kind]
+    good = content.encode()
+    last = reader(write(tmp_path, "good", good))[-1].line
+    huge = {"conll": b"%s NN O O", "pairs": b"1\t%s\tb\t9", "csv": b"%s,a"}[kind]
+    gap = b"\n" if kind == "conll" else b""  # CoNLL: the huge line is a sentence of its own
+    for size, char in ((1_000_001, b"x"), (1_200_000, "\u00e9".encode()), (4_100_000, b"y")):
+        path = write(tmp_path, "huge", good + gap + huge % (char * size) + b"\n" + gap + good)
+        at = good.count(b"\n") + 1 + len(gap)
+        with pytest.raises(DataError) as info:
+            reader(path)
+        assert info.value.line == at and "longer than 1000000 characters" in info.value.problem
+        got, _ = read_quietly(reader, path, on_error="skip")
+        assert len(got) == 2 * n and got.skipped == 1
+        assert got[-1].line == at + len(gap) + last
+
+
+def test_csv_unterminated_quote_names_the_row(tmp_path):
+    path = write(tmp_path, "q.csv", 'ok,a\n"never closed,b\nmore,c\n')
+    with pytest.raises(DataError) as info:
+        read_text_csv(path)
+    assert info.value.line == 2 and "unterminated quoted field" in info.value.problem
+    got, _ = read_quietly(read_text_csv, path, on_error="skip")
+    assert [e.text for e in got] == ["ok"] and got.skipped == 1
+
+
+def test_csv_bad_line_inside_a_multiline_field(tmp_path):
+    path = write(tmp_path, "m.csv", b'ok,a\n"first\nsec\xffond\nthird",b\nlast,c\n')
+    with pytest.raises(DataError) as info:
+        read_text_csv(path)
+    assert info.value.line == 3 and "UTF-8" in info.value.problem
+    got, _ = read_quietly(read_text_csv, path, on_error="skip")
+    assert [(e.text, e.line) for e in got] == [("ok", 1), ("last", 5)]
+
+
+def test_csv_long_multiline_text(tmp_path):
+    path = write(tmp_path, "m.csv", 'ok,a\n"' + "word\n" * 30 + '",b\n')
+    with pytest.raises(DataError) as info:
+        read_text_csv(path, max_line_chars=100)
+    assert info.value.line == 2 and "text longer than 100" in info.value.problem
+    assert len(read_text_csv(path)) == 2  # default limit
+
+
+def test_hf_rows_raise_or_skip():
+    datasets = pytest.importorskip("datasets")
+    data = datasets.Dataset.from_dict({"text": ["good one", None, "   ", "fine", "x" * 50, "last"],
+                                       "label": ["a", "b", "b", None, "a", ""]})
+    with pytest.raises(DataError) as info:
+        load_hf_examples(data, "train", "classification")
+    assert info.value.line == 2 and "missing text" in info.value.problem
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = load_hf_examples(data, "train", "classification", on_error="skip", max_line_chars=40)
+    assert [(e.text, e.line) for e in got] == [("good one", 1)] and got.skipped == 5
+    assert [p.split(": ", 1)[1] for p in got.problems] == [
+        "missing text (None)", "empty text", "missing label (None)", "text longer than 40 characters (max_line_chars)",
+        "empty label"]
+    assert len([w for w in caught if issubclass(w.category, DataWarning)]) == 1
+
+    pairs = datasets.Dataset.from_dict({"question1": ["a?", None, "c?"], "question2": ["b?", "x?", ""],
+                                        "label": [0, 1, 1]})
+    with pytest.raises(DataError, match=r":2: missing text_a"):
+        load_hf_examples(pairs, "train", "pairs")
+    got, _ = read_quietly(load_hf_examples, pairs, "train", "pairs", on_error="skip")
+    assert [p.text_a for p in got] == ["a?"] and got.skipped == 2
+
+    ner = datasets.Dataset.from_dict({"tokens": [["a", "b"], None, ["c", None], ["d"], ["e", " "], ["f"]],
+                                      "ner_tags": [["B-PER", "I-PER"], ["O"], ["O", "O"], ["X"], ["O", "O"], None]})
+    with pytest.raises(DataError, match=r":2: missing tokens"):
+        load_hf_examples(ner, "train", "ner")
+    got, _ = read_quietly(load_hf_examples, ner, "train", "ner", on_error="skip")
+    assert [s.tokens for s in got] == [["a", "b"]] and got.skipped == 5
+    assert [p.split(": ", 1)[1] for p in got.problems] == [
+        "missing tokens (None)", "missing token (None) at position 1",
+        "invalid tag 'X' (expected O, B-TYPE or I-TYPE)", "empty token at position 1", "missing tags (None)"]
+    with pytest.raises(DataError, match="no valid examples"):
+        load_hf_examples(ner.select([1, 2]), "train", "ner", on_error="skip")
 
 
 # --- split -----------------------------------------------------------------------------------

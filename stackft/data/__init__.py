@@ -1,14 +1,16 @@
 """Data: readers (CoNLL, pair TSV, text CSV, HF datasets), labels, encoding, batching, splitting.
 
 Flow: read_* -> LabelVocab.from_examples -> encode_* (EncodedDataset) -> make_loader (batches of
-the docs/design.md contract). Input problems raise DataError with the file and line.
+the docs/design.md contract). Input problems raise DataError with the file and line; the readers'
+``on_error="skip"`` drops bad lines/rows/sentences instead, counts them on the returned
+ExampleList (``skipped``, ``problems``) and warns once (DataWarning).
 """
 
 from .batching import LengthBucketSampler, collate, make_loader
 from .conll import TaggedSentence, iob1_to_iob2, read_conll
 from .encode import EncodedDataset, encode_pairs, encode_tagged, encode_texts
-from .errors import DataError
-from .hf import ExampleList, load_hf_examples
+from .errors import MAX_LINE_CHARS, ON_ERROR, DataError, DataWarning, ExampleList
+from .hf import load_hf_examples
 from .labels import LabelVocab
 from .pairs import PairExample, read_pairs_tsv
 from .split import split_examples
@@ -16,10 +18,13 @@ from .textcls import TextExample, read_text_csv
 
 __all__ = [
     "DataError",
+    "DataWarning",
     "EncodedDataset",
     "ExampleList",
     "LabelVocab",
     "LengthBucketSampler",
+    "MAX_LINE_CHARS",
+    "ON_ERROR",
     "PairExample",
     "TaggedSentence",
     "TextExample",

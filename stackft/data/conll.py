@@ -12,7 +12,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from .errors import DataError, decode_lines
+from .errors import (MAX_LINE_CHARS, DataError, ExampleList, Problems, check_options, iter_lines, open_data,
+                     usual_width, width_problem)
 
 _TAG = re.compile(r"^(?:O|[BI]-\S+)$")
 SCHEMES = ("auto", "iob1", "iob2")
@@ -88,66 +89,111 @@ def to_iob2(sentences: list[TaggedSentence], scheme: str = "auto", path=None, *,
     return found
 
 
+class _RawSentence:
+    """The lines of one sentence as read (parallel lists), before checking."""
+
+    __slots__ = ("numbers", "tokens", "tags", "widths", "problems")
+
+    def __init__(self):
+        self.numbers: list[int] = []
+        self.tokens: list[str] = []
+        self.tags: list[str] = []
+        self.widths: list[int] = []  # column count per line (0 for a line with a problem)
+        self.problems: dict[int, str] | None = None  # line index -> problem of the line
+
+    def add(self, number: int, token: str, tag: str, width: int, problem: str | None = None) -> None:
+        if problem is not None:
+            if self.problems is None:
+                self.problems = {}
+            self.problems[len(self.numbers)] = problem
+        self.numbers.append(number)
+        self.tokens.append(token)
+        self.tags.append(tag)
+        self.widths.append(width)
+
+    def problem(self, n_columns: int | None, wanted: dict[str, int], scheme: str) -> tuple[int, str] | None:
+        """(line, problem) of the sentence's first bad line, or None when the sentence is good."""
+        for i, (width, tag) in enumerate(zip(self.widths, self.tags)):
+            if self.problems is not None and i in self.problems:
+                return self.numbers[i], self.problems[i]
+            if width != n_columns:
+                return self.numbers[i], width_problem(width, n_columns, wanted, "token lines")
+            if not _TAG.match(tag):
+                return self.numbers[i], f"invalid tag {tag!r} (expected O, B-TYPE or I-TYPE)"
+        if scheme == "iob2":
+            at = opens_chunk_with_i(self.tags)
+            if at is not None:
+                return self.numbers[at], (f"tag {self.tags[at]!r} opens a chunk, which IOB2 does not allow "
+                                          "(the file looks like IOB1: use scheme='auto' or 'iob1')")
+        return None
+
+
 def read_conll(
     path: str | os.PathLike,
     *,
     scheme: str = "auto",
     token_column: int = 0,
     tag_column: int = -1,
-) -> list[TaggedSentence]:
+    on_error: str = "raise",
+    max_line_chars: int = MAX_LINE_CHARS,
+) -> ExampleList:
     """Read a CoNLL file into sentences with IOB2 tags.
 
     Args:
-        path: the file; UTF-8 (a non-UTF-8 line raises DataError naming that line).
+        path: the file; UTF-8 (a leading BOM is dropped, ``\\r\\n`` line ends are fine).
         scheme: "auto" (detect IOB1 and convert), "iob1" (convert), or "iob2" (must already be IOB2).
         token_column, tag_column: column indices (negative counts from the end).
+        on_error: "raise" (default): DataError(path, line, problem) at the first bad line.
+            "skip": drop every sentence that has a bad line, count it (``result.skipped``, the
+            first problems in ``result.problems``) and warn once (DataWarning).
+        max_line_chars: a longer line is bad (it is never handed to a tokenizer).
 
-    Every token line must have as many columns as the file's first token line. Raises DataError
-    (with path and line) on column-count mismatches, invalid tags, or a file with no sentences.
+    Bad lines: not UTF-8, NUL bytes, over ``max_line_chars``, a column count other than the
+    file's usual one (the most common count among token lines that have token_column and
+    tag_column; ties go to the earliest), an invalid tag, and with scheme "iob2" an ``I-X`` that
+    opens a chunk. Returns an ExampleList of TaggedSentence. Raises DataError when the file has no
+    sentences (or none are left after skipping), FileNotFoundError when it is missing.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    with open(path, "rb") as f:
-        lines = decode_lines(path, f.read())
+    check_options(on_error, max_line_chars)
+    problems = Problems(path, on_error, "sentences")
 
+    # pass 1: group the lines into sentences (parallel lists, few objects: this runs per token)
+    raw: list[_RawSentence] = []
+    current = _RawSentence()
+    layouts: dict[int, list[int]] = {}  # column count -> [lines, first line]
+    with open_data(path) as f:
+        for number, text, problem in iter_lines(f, max_line_chars):
+            if problem is None:
+                columns = text.split()
+                n = len(columns)
+                if not n or columns[0] == "-DOCSTART-":
+                    if current.numbers:
+                        raw.append(current)
+                        current = _RawSentence()
+                    continue
+                seen = layouts.setdefault(n, [0, number])
+                seen[0] += 1
+                current.add(number, columns[token_column] if -n <= token_column < n else "",
+                            columns[tag_column] if -n <= tag_column < n else "", n)
+            else:
+                current.add(number, "", "", 0, problem)
+    if current.numbers:
+        raw.append(current)
+
+    wanted = {"token_column": token_column, "tag_column": tag_column}
+    n_columns = usual_width(layouts, wanted)
+
+    # pass 2: check each sentence, in file order
     sentences: list[TaggedSentence] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    start = 0
-    n_columns = None
-
-    def flush():
-        nonlocal tokens, tags
-        if tokens:
-            sentences.append(TaggedSentence(tokens, tags, start))
-        tokens, tags = [], []
-
-    for number, text in enumerate(lines, start=1):
-        columns = text.split()
-        if not columns:
-            flush()
+    for raw_sentence in raw:
+        bad = raw_sentence.problem(n_columns, wanted, scheme)
+        if bad is not None:
+            problems.report(*bad)
             continue
-        if columns[0] == "-DOCSTART-":
-            flush()
-            continue
-        if n_columns is None:
-            n_columns = len(columns)
-            for name, index in (("token_column", token_column), ("tag_column", tag_column)):
-                if not -n_columns <= index < n_columns:
-                    raise DataError(path, number, f"{name}={index} but the line has {n_columns} columns")
-        elif len(columns) != n_columns:
-            raise DataError(
-                path, number, f"expected {n_columns} columns (as on the first token line), found {len(columns)}"
-            )
-        tag = columns[tag_column]
-        check_tag(tag, path, number)
-        if not tokens:
-            start = number
-        tokens.append(columns[token_column])
-        tags.append(tag)
-    flush()
+        sentences.append(TaggedSentence(raw_sentence.tokens, raw_sentence.tags, raw_sentence.numbers[0]))
 
-    if not sentences:
-        raise DataError(path, None, "no sentences found (empty file?)")
-    to_iob2(sentences, scheme, path, token_lines=True)
-    return sentences
+    result = problems.finish(sentences, empty="no sentences found (empty file?)")
+    to_iob2(result, scheme, path, token_lines=True)
+    return result

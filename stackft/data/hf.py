@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from .conll import TaggedSentence, check_tag, to_iob2
-from .errors import DataError
+from .conll import SCHEMES, TaggedSentence, check_tag, opens_chunk_with_i, to_iob2
+from .errors import MAX_LINE_CHARS, DataError, ExampleList, Problems, check_options
 from .pairs import PairExample
 from .textcls import TextExample
 
@@ -18,18 +18,6 @@ _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".
 _TEXT_COLUMNS = ("text", "sentence", "content", "document", "question")
 _PAIR_COLUMNS = (("question1", "question2"), ("sentence1", "sentence2"), ("text_a", "text_b"),
                  ("premise", "hypothesis"), ("q1", "q2"), ("question", "sentence"))
-
-
-class ExampleList(list):
-    """A list of examples that remembers the dataset's ClassLabel names (``label_names``, or None).
-
-    LabelVocab.from_examples uses ``label_names`` as the label order, so label ids equal the
-    dataset's integers (e.g. GLUE QQP: 0 = not_duplicate, 1 = duplicate).
-    """
-
-    def __init__(self, items=(), *, label_names: list[str] | None = None):
-        super().__init__(items)
-        self.label_names = label_names
 
 
 def _import_datasets():
@@ -92,14 +80,67 @@ def _as_label(value, names, source, row):
             raise DataError(source, row, f"label {value!r} is not a class id of {names}")
         return names[value]
     if value is None:
-        raise DataError(source, row, "missing label")
-    return str(value)
+        raise DataError(source, row, "missing label (None)")
+    label = str(value)
+    if not label.strip():
+        raise DataError(source, row, "empty label")
+    return label
+
+
+def _text(value, what: str, max_chars: int, source, row, *, newlines: bool = False) -> str:
+    """A row's text, stripped (``newlines``: backslash-n becomes a space); DataError when it is
+    missing, empty or longer than ``max_chars``."""
+    if value is None:
+        raise DataError(source, row, f"missing {what} (None)")
+    text = str(value)
+    if newlines:
+        text = text.replace("\\n", " ")
+    text = text.strip()
+    if not text:
+        raise DataError(source, row, f"empty {what}")
+    if len(text) > max_chars:
+        raise DataError(source, row, f"{what} longer than {max_chars} characters (max_line_chars)")
+    return text
+
+
+def _sentence(tokens, tags, names, scheme: str, max_chars: int, source, row) -> TaggedSentence | None:
+    """A row's TaggedSentence (tags not yet converted to IOB2), None for an empty one; DataError
+    when the row is malformed."""
+    for what, value in (("tokens", tokens), ("tags", tags)):
+        if value is None:
+            raise DataError(source, row, f"missing {what} (None)")
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+            raise DataError(source, row, f"{what} must be a list, got {type(value).__name__}")
+    if len(tokens) != len(tags):
+        raise DataError(source, row, f"{len(tokens)} tokens but {len(tags)} tags")
+    if not len(tokens):
+        return None
+    words = []
+    for i, token in enumerate(tokens):
+        if token is None:
+            raise DataError(source, row, f"missing token (None) at position {i}")
+        word = str(token)
+        if not word.strip():
+            raise DataError(source, row, f"empty token at position {i}")
+        words.append(word)
+    if sum(len(word) for word in words) > max_chars:
+        raise DataError(source, row, f"sentence longer than {max_chars} characters (max_line_chars)")
+    labels = [_as_label(tag, names, source, row) for tag in tags]
+    for label in labels:
+        check_tag(label, source, row)
+    if scheme == "iob2":
+        at = opens_chunk_with_i(labels)
+        if at is not None:
+            raise DataError(source, row, f"tag {labels[at]!r} opens a chunk, which IOB2 does not allow "
+                                         "(the data looks like IOB1: use scheme='auto' or 'iob1')")
+    return TaggedSentence(words, labels, row)
 
 
 def load_hf_examples(name_or_path, split: str, task: str, *, text_column: str | None = None,
                      text_pair_column: str | None = None, label_column: str | None = None,
                      tokens_column: str = "tokens", tags_column: str = "ner_tags",
-                     config: str | None = None, scheme: str = "auto", **load_kwargs) -> ExampleList:
+                     config: str | None = None, scheme: str = "auto", on_error: str = "raise",
+                     max_line_chars: int = MAX_LINE_CHARS, **load_kwargs) -> ExampleList:
     """Read one split of a Hugging Face dataset as stackft examples.
 
     Args:
@@ -114,14 +155,25 @@ def load_hf_examples(name_or_path, split: str, task: str, *, text_column: str | 
             text/sentence/content/...; pairs: question1+question2, sentence1+sentence2, ...;
             label: "label").
         config: dataset configuration name for hub datasets (``load_dataset(name, config)``).
+        on_error: "raise" (default): DataError(source, row, problem) at the first bad row. "skip":
+            drop and count bad rows (``result.skipped``, ``result.problems``), warn once
+            (DataWarning). Bad rows: a missing (None) or empty text, token, tag or label, a label
+            that is not a class id, tokens and tags of different lengths or not lists, an invalid
+            tag (with scheme "iob2": an I-X opening a chunk), a text (or a sentence's tokens
+            together) longer than ``max_line_chars`` characters.
         load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``cache_dir``).
 
     ClassLabel ids become their names. ``line`` of each example is its 1-based row number; pair
     ids come from an ``id``/``idx`` column when there is one. Returns an ExampleList whose
-    ``label_names`` holds the ClassLabel names (None when labels are plain values).
+    ``label_names`` holds the ClassLabel names (None when labels are plain values). Problems with
+    the dataset as a whole (no rows, missing columns) raise DataError(source, None, ...) in both
+    modes, as does a split left without examples.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    check_options(on_error, max_line_chars)
     dataset = _load(name_or_path, split, config, load_kwargs)
     if isinstance(name_or_path, (str, os.PathLike)):
         source = f"{os.fspath(name_or_path)}[{split}]"
@@ -131,6 +183,8 @@ def load_hf_examples(name_or_path, split: str, task: str, *, text_column: str | 
     if len(dataset) == 0:
         raise DataError(source, None, "the split has no rows")
 
+    problems = Problems(source, on_error, "rows")
+
     if task == "ner":
         for name in (tokens_column, tags_column):
             if name not in columns:
@@ -138,31 +192,30 @@ def load_hf_examples(name_or_path, split: str, task: str, *, text_column: str | 
         names = _class_names(dataset.features[tags_column])
         sentences = []
         for row, record in enumerate(dataset, start=1):
-            tokens = [str(t) for t in record[tokens_column]]
-            tags = [_as_label(t, names, source, row) for t in record[tags_column]]
-            if len(tokens) != len(tags):
-                raise DataError(source, row, f"{len(tokens)} tokens but {len(tags)} tags")
-            if not tokens:
+            try:
+                sentence = _sentence(record[tokens_column], record[tags_column], names, scheme, max_line_chars,
+                                     source, row)
+            except DataError as err:
+                problems.report(err.line, err.problem)
                 continue
-            for tag in tags:
-                check_tag(tag, source, row)
-            sentences.append(TaggedSentence(tokens, tags, row))
-        if not sentences:
-            raise DataError(source, None, "no sentences found")
+            if sentence is not None:
+                sentences.append(sentence)
+        sentences = problems.finish(sentences, empty="no sentences found")
         to_iob2(sentences, scheme, source)
-        return ExampleList(sentences)
+        return sentences
 
     label_column = _pick(columns, label_column, ("label", "labels"), "label", source)
     names = _class_names(dataset.features[label_column])
-    out = ExampleList(label_names=names)
+    out = []
     if task == "classification":
         text_column = _pick(columns, text_column, _TEXT_COLUMNS, "text", source)
         for row, record in enumerate(dataset, start=1):
-            text = str(record[text_column] or "").replace("\\n", " ").strip()
-            if not text:
-                raise DataError(source, row, "empty text")
-            out.append(TextExample(text, _as_label(record[label_column], names, source, row), row))
-        return out
+            try:
+                text = _text(record[text_column], "text", max_line_chars, source, row, newlines=True)
+                out.append(TextExample(text, _as_label(record[label_column], names, source, row), row))
+            except DataError as err:
+                problems.report(err.line, err.problem)
+        return problems.finish(out, empty="no examples found", label_names=names)
 
     if text_column is None and text_pair_column is None:
         for a, b in _PAIR_COLUMNS:
@@ -173,7 +226,11 @@ def load_hf_examples(name_or_path, split: str, task: str, *, text_column: str | 
     text_pair_column = _pick(columns, text_pair_column, (), "second text", source)
     id_column = next((c for c in ("id", "idx", "pair_id") if c in columns), None)
     for row, record in enumerate(dataset, start=1):
-        pair_id = str(record[id_column]) if id_column else str(row)
-        out.append(PairExample(str(record[text_column] or "").strip(), str(record[text_pair_column] or "").strip(),
-                               _as_label(record[label_column], names, source, row), pair_id, row))
-    return out
+        try:
+            pair_id = str(row) if id_column is None or record[id_column] is None else str(record[id_column])
+            out.append(PairExample(_text(record[text_column], "text_a", max_line_chars, source, row),
+                                   _text(record[text_pair_column], "text_b", max_line_chars, source, row),
+                                   _as_label(record[label_column], names, source, row), pair_id, row))
+        except DataError as err:
+            problems.report(err.line, err.problem)
+    return problems.finish(out, empty="no examples found", label_names=names)

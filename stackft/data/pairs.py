@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import DataError, decode_lines
+from .errors import MAX_LINE_CHARS, ExampleList, Problems, check_options, iter_lines, open_data
 
 
 @dataclass
@@ -19,33 +19,43 @@ class PairExample:
     line: int
 
 
-def read_pairs_tsv(path: str | os.PathLike, *, has_id: bool = True) -> list[PairExample]:
+def read_pairs_tsv(path: str | os.PathLike, *, has_id: bool = True, on_error: str = "raise",
+                   max_line_chars: int = MAX_LINE_CHARS) -> ExampleList:
     """Read a tab-separated pair file.
 
     Each non-blank line is ``label \\t text_a \\t text_b \\t id`` (4 fields; 3 without ``has_id``,
-    in which case the id is the line number). Fields are split on tabs only: no quoting, no header.
-    Raises DataError (path, line) on a wrong field count, an empty label, non-UTF-8 bytes, or a
-    file without pairs.
+    in which case the id is the line number). Fields are split on tabs only: no quoting, no header;
+    each field is stripped of surrounding whitespace. UTF-8; a leading BOM is dropped, ``\\r\\n``
+    line ends and whitespace-only lines are fine.
+
+    Bad lines: a wrong field count, an empty label, text or id, bytes that are not UTF-8, NUL
+    bytes, more than ``max_line_chars`` characters. ``on_error="raise"`` (default) raises
+    DataError(path, line, problem) at the first; ``"skip"`` drops and counts them
+    (``result.skipped``, ``result.problems``) and warns once (DataWarning). Returns an ExampleList
+    of PairExample; DataError when no pairs are found (or none are left after skipping).
     """
+    check_options(on_error, max_line_chars)
+    problems = Problems(path, on_error, "lines")
     n_fields = 4 if has_id else 3
-    with open(path, "rb") as f:
-        lines = decode_lines(path, f.read())
+    names = ("label", "text_a", "text_b", "id")[:n_fields]
     examples = []
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        fields = text.split("\t")
-        if len(fields) != n_fields:
-            raise DataError(
-                path, number,
-                f"expected {n_fields} tab-separated fields (label, text_a, text_b{', id' if has_id else ''}), "
-                f"found {len(fields)}",
-            )
-        label = fields[0].strip()
-        if not label:
-            raise DataError(path, number, "empty label")
-        pair_id = fields[3].strip() if has_id else str(number)
-        examples.append(PairExample(fields[1].strip(), fields[2].strip(), label, pair_id, number))
-    if not examples:
-        raise DataError(path, None, "no pairs found (empty file?)")
-    return examples
+    with open_data(path) as f:
+        for number, text, problem in iter_lines(f, max_line_chars):
+            if problem is not None:
+                problems.report(number, problem)
+                continue
+            if not text.strip():
+                continue
+            fields = text.split("\t")
+            if len(fields) != n_fields:
+                problems.report(number, f"expected {n_fields} tab-separated fields ({', '.join(names)}), "
+                                        f"found {len(fields)}")
+                continue
+            fields = [field.strip() for field in fields]
+            empty = next((name for name, field in zip(names, fields) if not field), None)
+            if empty is not None:
+                problems.report(number, f"empty {empty}")
+                continue
+            pair_id = fields[3] if has_id else str(number)
+            examples.append(PairExample(fields[1], fields[2], fields[0], pair_id, number))
+    return problems.finish(examples, empty="no pairs found (empty file?)")
