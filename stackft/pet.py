@@ -104,7 +104,8 @@ def attach(encoder: nn.Module, method: str, **opts) -> nn.Module:
     """Attach PET ``method`` to ``encoder`` (an :class:`~stackft.encoders.Encoder`); returns it.
 
     Afterwards exactly :func:`pet_parameters` require grad. Idempotent for the same method; a
-    different method already attached raises ``ValueError`` (detach it first).
+    different method already attached raises ``ValueError`` (detach it first). ``seed`` (the
+    run's init seed) is accepted by every method; only LoRA draws random initial weights.
     """
     _check_method(method)
     current = attached_method(encoder)
@@ -116,8 +117,8 @@ def attach(encoder: nn.Module, method: str, **opts) -> nn.Module:
             if unknown:
                 raise TypeError(f"unknown LoRA options: {sorted(unknown)}")
             _attach_lora(encoder, **opts)
-        elif opts:
-            raise TypeError(f"bitfit takes no options, got {sorted(opts)}")
+        elif set(opts) - {"seed"}:
+            raise TypeError(f"bitfit takes no options, got {sorted(set(opts) - {'seed'})}")
         setattr(encoder, _MARK, method)
     _set_trainable(encoder)
     if not pet_parameters(encoder):
