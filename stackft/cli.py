@@ -29,6 +29,7 @@ _HELP = {
     "max_dev": "subsample the dev set to this many examples",
     "stop_mode": "phase-1 stop rule: gap | val_plateau | fixed",
     "gap_tol": "phase-1 stops when train - dev score exceeds this",
+    "on_error": "bad input lines: raise (stop at file:line: problem) | skip (drop and count them, warn once)",
     "cache": "feature cache for frozen-encoder phases: auto | off | FOLDER",
     "cache_dtype": "fp32 | fp16 | bf16 | int8",
     "schedule": "bert_tf | linear_hf | constant | cosine",
@@ -127,7 +128,7 @@ def cmd_eval(args) -> int:
     model, meta = load_trained(args.checkpoint, device=args.device)
     task = get_task(meta["task"])
     vocab = LabelVocab.from_list(meta["labels"])
-    examples = read_examples(task.name, args.data, split=args.split)
+    examples = read_examples(task.name, args.data, split=args.split, on_error=args.on_error)
     ds = encode_examples(task, examples, model.encoder.tokenizer, vocab, max_length=meta["max_length"],
                          pair_mode=meta["pair_mode"], path=args.data)
     metrics = evaluate(model, ds, task, vocab, batch_size=args.batch_size)
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="validation", help="split name for datasets sources")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default="cpu")
+    e.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="malformed lines: stop or skip")
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="finetune-only vs stack-and-finetune on the bundled CoNLL excerpt")

@@ -34,6 +34,8 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 64
     max_tokens: int | None = None
+    on_error: str = "raise"  # malformed input lines: "raise" (file:line: problem) | "skip" (drop, count, warn once)
+    max_line_chars: int = 1_000_000
     # phases
     phase1_lr: float = 1e-3
     phase1_epochs: int = 3

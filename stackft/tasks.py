@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .data.conll import read_conll
+from .data.errors import MAX_LINE_CHARS
 from .data.encode import EncodedDataset, encode_pairs, encode_tagged, encode_texts
 from .data.labels import LabelVocab
 from .data.pairs import read_pairs_tsv
@@ -48,12 +49,15 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[key]
 
 
-def read_examples(task: str, source: str, *, split: str = "train", **hf_options) -> list:
+def read_examples(task: str, source: str, *, split: str = "train", on_error: str = "raise",
+                  max_line_chars: int = MAX_LINE_CHARS, **hf_options) -> list:
     """Examples of ``task`` from a file in the task's native format, or through ``datasets``.
 
     Native formats: CoNLL columns (ner), text,label CSV (classification), label/q1/q2/id TSV
     (pairs). Files ending in .json/.jsonl/.parquet/.arrow and anything that is not a local path
     (a hub id) go through :func:`stackft.data.hf.load_hf_examples` with ``split``.
+    ``on_error="skip"`` drops malformed lines/rows (counted in the result's ``skipped``) instead of
+    stopping at the first one.
     """
     spec = get_task(task)
     path = Path(source).expanduser()
@@ -62,12 +66,14 @@ def read_examples(task: str, source: str, *, split: str = "train", **hf_options)
             raise FileNotFoundError(f"data file not found: {source}")
         from .data.hf import load_hf_examples
 
-        return load_hf_examples(str(source), split, spec.name, **hf_options)
+        return load_hf_examples(str(source), split, spec.name, on_error=on_error, max_line_chars=max_line_chars,
+                                **hf_options)
+    kw = dict(on_error=on_error, max_line_chars=max_line_chars)
     if spec.name == "ner":
-        return read_conll(path)
+        return read_conll(path, **kw)
     if spec.name == "pairs":
-        return read_pairs_tsv(path)
-    return read_text_csv(path)
+        return read_pairs_tsv(path, **kw)
+    return read_text_csv(path, **kw)
 
 
 @dataclass
@@ -81,6 +87,7 @@ class TaskData:
     files: list[str] = field(default_factory=list)
     max_length: int = 128
     pair_mode: str = "joint"
+    skipped: dict = field(default_factory=dict)  # malformed units dropped per file (on_error="skip")
 
 
 def encode_examples(task: TaskSpec, examples, tokenizer, vocab, *, max_length, pair_mode="joint", path=None):
@@ -122,9 +129,11 @@ def load_task_data(
     spec = get_task(task)
     train_ex = read_examples(spec.name, train_path, split=hf_options.pop("train_split", "train"), **hf_options)
     files = [str(train_path)]
+    skipped = {str(train_path): getattr(train_ex, "skipped", 0)}
     if dev_path is not None:
         dev_ex = read_examples(spec.name, dev_path, split=hf_options.pop("dev_split", "validation"), **hf_options)
         files.append(str(dev_path))
+        skipped[str(dev_path)] = getattr(dev_ex, "skipped", 0)
     else:
         if dev_size is None:
             dev_size = 1000 if spec.name == "pairs" and len(train_ex) >= 4000 else 0.1
@@ -141,6 +150,7 @@ def load_task_data(
         files=files,
         max_length=max_length,
         pair_mode=pair_mode,
+        skipped=skipped,
     )
 
 

@@ -145,7 +145,8 @@ class Trainer:
             pair_mode = cfg.pair_mode or ("siamese" if head_pair_input(self.head_name) else "joint")
             data = load_task_data(cfg.task, cfg.train_path, cfg.dev_path, tokenizer=self.encoder.tokenizer,
                                   max_length=cfg.max_length, pair_mode=pair_mode, dev_size=cfg.dev_size,
-                                  split_seed=cfg.split_seed, max_train=cfg.max_train, max_dev=cfg.max_dev)
+                                  split_seed=cfg.split_seed, max_train=cfg.max_train, max_dev=cfg.max_dev,
+                                  on_error=cfg.on_error, max_line_chars=cfg.max_line_chars)
         self.data = data
         self.model = build_model(cfg, self.encoder, len(data.vocab)).to(self.device)
         if self.model.pair_input != (data.train.kind == "pairs-siamese"):
@@ -483,6 +484,7 @@ class Trainer:
             "data_seed": self.cfg.data_seed,
             "output_dir": str(self.out),
             "world_size": self.dist.world_size,
+            "skipped_input": self.data.skipped,
         }
         if self.dist.is_main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
