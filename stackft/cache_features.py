@@ -13,7 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
 
 from . import distributed as D
 from .cache import CacheError, FeatureCache, cache_fingerprint, get_or_build, sequences_digest

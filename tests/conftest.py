@@ -36,3 +36,18 @@ def write_keyword_csv(path, n: int, seed: int) -> str:
             rng.shuffle(words)
             w.writerow([" ".join(words), "pos" if label else "neg"])
     return str(path)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory):
+    """A tiny random BERT (hidden 32, 2 layers) with the default tokenizer, saved as a HF folder."""
+    from stackft.encoders import tiny_random_encoder
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)
+    enc.model.save_pretrained(path)
+    enc.tokenizer.save_pretrained(path)
+    return path

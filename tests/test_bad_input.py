@@ -5,18 +5,13 @@ import json
 import pytest
 
 from stackft.cli import main
-from stackft.encoders import tiny_random_encoder
 
 from conftest import write_keyword_csv
 
 
 @pytest.fixture(scope="module")
-def enc_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("enc")
-    enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)
-    enc.model.save_pretrained(path)
-    enc.tokenizer.save_pretrained(path)
-    return str(path)
+def enc_dir(tiny_encoder_dir):
+    return str(tiny_encoder_dir)
 
 
 def test_bad_rows_raise_or_are_skipped_and_counted(tmp_path, enc_dir, capsys):

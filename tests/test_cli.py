@@ -10,32 +10,18 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from stackft import cli
 from stackft.data.conll import read_conll
-from stackft.encoders import tiny_random_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 DEMO = REPO / "stackft" / "demo_data"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-bert")
-    enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)
-    enc.model.save_pretrained(path)
-    enc.tokenizer.save_pretrained(path)
-    return path
+def tiny_dir(tiny_encoder_dir):
+    return tiny_encoder_dir
 
 
 def train_args(tiny_dir, out, *extra):

@@ -9,14 +9,6 @@ import torch
 from stackft.encoders import Encoder, default_encoder_path, load_encoder, resolve_encoder, tiny_random_encoder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def default_encoder():
     return load_encoder()  # the packaged all-MiniLM-L6-v2: offline, a few seconds

@@ -13,14 +13,6 @@ from stackft.config import TrainConfig
 from stackft.ensemble import ensemble_predict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 POS, NEG, FILL = ["good", "great", "fine"], ["bad", "awful", "sad"], ["the", "a", "movie", "was", "it", "day"]
 
 

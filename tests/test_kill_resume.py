@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from stackft.encoders import tiny_random_encoder
 
 from conftest import write_keyword_csv
 
@@ -22,12 +21,8 @@ def train_csv(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def enc_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("enc")
-    enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)
-    enc.model.save_pretrained(path)
-    enc.tokenizer.save_pretrained(path)
-    return str(path)
+def enc_dir(tiny_encoder_dir):
+    return str(tiny_encoder_dir)
 
 
 def _cmd(enc_dir, train_csv, out, *extra):

@@ -18,15 +18,6 @@ from stackft.optim import (SCHEDULES, BertAdam, build_param_groups, clip_gradien
 NUM_LAYERS = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny tensors: thread start-up and contention cost far more than they save
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def encoder():
     return tiny_random_encoder(hidden_size=16, num_layers=NUM_LAYERS)

@@ -13,14 +13,6 @@ from stackft import pet  # noqa: E402
 from stackft.config import TrainConfig  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     from stackft.encoders import tiny_random_encoder

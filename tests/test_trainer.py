@@ -36,15 +36,6 @@ FILLER = "the a of and to in is was for on that with as by at from it this be ar
 KEYWORDS = {"sports": "football", "food": "pizza"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # a tiny model on a shared 2-core machine: extra intra-op threads only add contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def write_keyword_csv(path: Path, n: int, seed: int) -> Path:
     rng = random.Random(seed)
     with open(path, "w", newline="") as f:
