@@ -41,8 +41,11 @@ def default_cache_root() -> Path:
 
 
 def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, device=None, progress=True,
-                 dist: D.DistInfo = D.DistInfo()) -> dict:
+                 dist: D.DistInfo = D.DistInfo(), verify: bool = True) -> dict:
     """Open, or build once, the feature caches of ``data.train`` and ``data.dev`` under ``root``.
+
+    An existing cache is checked against its checksums (``verify``) before it is trusted, so a
+    corrupted one is rebuilt rather than read.
 
     Under DDP a missing or stale cache is built sharded: each rank encodes its strided share into a
     part, rank 0 assembles the parts into the cache (atomically), then every rank opens it.
@@ -57,18 +60,18 @@ def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, devic
         path = Path(root) / f"{split}-{fp[:16]}"
         kw = dict(dtype=dtype, batch_size=batch_size, device=device, pad_id=encoder.pad_id, progress=progress)
         if not dist.enabled:
-            caches[split] = get_or_build(path, encoder, seqs, fingerprint=fp, **kw)
+            caches[split] = get_or_build(path, encoder, seqs, fingerprint=fp, verify=verify, **kw)
             continue
-        valid = D.broadcast_object(dist, _is_valid(path, fp, dtype) if dist.is_main else None)
+        valid = D.broadcast_object(dist, _is_valid(path, fp, dtype, verify) if dist.is_main else None)
         if not valid:
             _build_sharded(path, encoder, seqs, fp, dist, kw)
         caches[split] = FeatureCache.open(path, expect_fingerprint=fp)
     return caches
 
 
-def _is_valid(path: Path, fingerprint: str, dtype: str) -> bool:
+def _is_valid(path: Path, fingerprint: str, dtype: str, verify: bool) -> bool:
     try:
-        return FeatureCache.open(path, expect_fingerprint=fingerprint).dtype == dtype
+        return FeatureCache.open(path, expect_fingerprint=fingerprint, verify=verify).dtype == dtype
     except CacheError:
         return False
 

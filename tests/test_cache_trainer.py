@@ -70,6 +70,20 @@ def test_stale_cache_is_rebuilt_not_read(tmp_path, enc, data):
         assert int(c.lengths.max()) <= 16
 
 
+def test_flipped_byte_in_cache_is_rebuilt_not_read(tmp_path, enc, data):
+    root = tmp_path / "cache"
+    Trainer(_cfg(tmp_path, "a", str(root)), encoder=enc, data=data).fit()
+    train_dir = next(p for p in root.iterdir() if p.name.startswith("train-"))
+    values = train_dir / "values.bin"
+    raw = bytearray(values.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # same size: only the checksum can tell
+    values.write_bytes(bytes(raw))
+    with pytest.raises(Exception):
+        FeatureCache.open(train_dir, verify=True)
+    Trainer(_cfg(tmp_path, "b", str(root)), encoder=enc, data=data).fit()
+    FeatureCache.open(train_dir, verify=True)  # rebuilt: checksums hold again
+
+
 def test_corrupted_cache_is_rebuilt(tmp_path, enc, data):
     root = tmp_path / "cache"
     Trainer(_cfg(tmp_path, "a", str(root)), encoder=enc, data=data).fit()
