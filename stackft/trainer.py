@@ -4,7 +4,7 @@
 freezes or unfreezes the encoder, builds fresh parameter groups, optimizer and schedule, trains
 with evaluations ``evals_per_epoch`` times an epoch, applies the phase's stop rule, and keeps:
 
-- ``best/``: the best dev checkpoint over the whole run (the final model);
+- ``best/``: the best dev checkpoint of the final phase (the model the strategy produces);
 - ``phase1_end/``: the phase-2 initialisation (two-phase strategies);
 - ``last/``: model + optimizer + scheduler + RNG + sampler position, for ``resume=True``;
 - ``metrics.jsonl`` (one line per evaluation) and ``summary.json``.
@@ -154,6 +154,9 @@ class Trainer:
         self.phases = plan_phases(cfg.strategy, cfg)
         if sum(p.epochs for p in self.phases) < 1:
             raise ValueError(f"strategy {cfg.strategy!r} with these epoch settings trains for 0 epochs")
+        # best/ is chosen among the evaluations of the phase whose model the strategy produces
+        # (phase 2 of two-phase strategies), never a phase-1 head the run went past
+        self.final_phase = max(i for i, p in enumerate(self.phases) if p.epochs > 0)
         self.pos = _Position()
         self._ddp = None
         self._saved_last = False
@@ -458,7 +461,7 @@ class Trainer:
         stop = stopper.update(self.pos.phase_step, None if train is None else train[key], dev[key])
         if phase.restore_chosen and stopper.chosen != prev_chosen:
             self._save(chosen_path, self._meta(dev))
-        if dev[key] > self.best["score"] and not phase.pet:  # PET phases' models are not final models
+        if dev[key] > self.best["score"] and phase is self.phases[self.final_phase]:
             self.best = {"score": dev[key], "phase": phase.name, "step": self.pos.phase_step, "dev": dev}
             self._save(self.out / "best", self._meta(dev))
             record["best"] = True

@@ -110,3 +110,14 @@ def test_cache_build_cli_makes_what_train_reads(tmp_path, enc, capsys):
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == built  # reused, not rebuilt
     out = capsys.readouterr().out
     assert "int8" in out
+
+
+def test_best_checkpoint_comes_from_the_final_phase(tmp_path, enc, data):
+    """A two-phase run's best/ is a phase-2 model, even where a phase-1 evaluation scored higher."""
+    t = Trainer(_cfg(tmp_path, "snf", "off", strategy="stack-and-finetune", phase1_epochs=2, phase2_epochs=1,
+                     phase2_lr=1e-12, phase2_head_lr=1e-12), encoder=enc, data=data)
+    t.fit()
+    assert t.best["phase"] == "phase2"
+    assert all(r["phase"] == "phase2" for r in t.history if r.get("best"))
+    phase2 = [r["dev"]["f1"] for r in t.history if r["phase"] == "phase2"]
+    assert t.best["score"] == max(phase2)
