@@ -6,7 +6,6 @@ sets ``func(args) -> int`` (the exit code). ``python -m stackft.cli_cache ...`` 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -109,12 +108,10 @@ def cmd_build(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="stackft")
-    sub = parser.add_subparsers(dest="command")
-    sub.required = True
-    register(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The ``stackft`` console script (which registers these commands)."""
+    from stackft.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

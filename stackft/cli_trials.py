@@ -159,15 +159,10 @@ def cmd_ensemble(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stackft.cli_trials")
-    sub = p.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = p.parse_args(argv)
-    try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"stackft {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    """The ``stackft`` console script (which registers these commands)."""
+    from stackft.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
