@@ -141,7 +141,6 @@ def data(tokenizer, tmp_path_factory):
 
 
 def ehft_cfg(out, method, **kw):
-    # head given explicitly: strategies.default_head has no "eh-ft" branch that works yet
     return TrainConfig(task="classification", strategy="eh-ft", head="fc", pet=method, pet_lr=1e-2, phase1_lr=1e-2,
                        phase1_epochs=1, phase2_epochs=1, batch_size=8, evals_per_epoch=1, cache="off",
                        progress=False, device="cpu", output_dir=str(out), **kw)
