@@ -53,6 +53,13 @@ def plot_learning_curves(runs: dict[str, str | Path], out_png, metric: str = "f1
         ax.grid(alpha=0.3)
     axes[1].legend(loc="lower right", title="square: start of phase 2")
     fig.suptitle(title or f"learning curves (dev {metric})")
+    return save_figure(fig, out_png)
+
+
+def save_figure(fig, out_png) -> Path:
+    """Lay out, write as PNG (creating folders) and close ``fig``; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

@@ -126,12 +126,9 @@ def plot_expected_max(curves: dict, out_png, *, budget_per_trial: dict | None = 
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title(title or "expected validation performance (shaded: ±1 sd, clipped to [min, max])", fontsize=9)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
+    from .plots import save_figure
+
+    return save_figure(fig, out_png)
 
 
 def expected_max_per_compute(scores: Sequence[float], costs: Sequence[float], *,
