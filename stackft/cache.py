@@ -611,12 +611,9 @@ class FeatureCache:
                 f"tokens={self.total_tokens}, {where})")
 
 
-def get_or_build(path: str | os.PathLike, encoder: torch.nn.Module, dataset, *, fingerprint: str,
-                 dtype: str = "fp16", verify: bool = False, **build_kwargs) -> FeatureCache:
-    """Open the cache at ``path`` if valid for ``fingerprint`` (and ``dtype``); else rebuild it.
-
-    A stale or corrupt cache is logged and replaced; ``build_kwargs`` go to :meth:`FeatureCache.build`.
-    """
+def open_valid(path: str | os.PathLike, *, fingerprint: str, dtype: str,
+               verify: bool = False) -> FeatureCache | None:
+    """The cache at ``path`` if it is valid for ``fingerprint`` and ``dtype``, else None (logged)."""
     path = Path(path)
     try:
         cache = FeatureCache.open(path, expect_fingerprint=fingerprint, verify=verify)
@@ -631,6 +628,18 @@ def get_or_build(path: str | os.PathLike, encoder: torch.nn.Module, dataset, *, 
             log.warning("feature cache: %s; rebuilding", e)
         else:
             log.info("feature cache: none at %s; building", path)
+    return None
+
+
+def get_or_build(path: str | os.PathLike, encoder: torch.nn.Module, dataset, *, fingerprint: str,
+                 dtype: str = "fp16", verify: bool = False, **build_kwargs) -> FeatureCache:
+    """Open the cache at ``path`` if valid for ``fingerprint`` (and ``dtype``); else rebuild it.
+
+    A stale or corrupt cache is logged and replaced; ``build_kwargs`` go to :meth:`FeatureCache.build`.
+    """
+    cache = open_valid(path, fingerprint=fingerprint, dtype=dtype, verify=verify)
+    if cache is not None:
+        return cache
     return FeatureCache.build(encoder, dataset, dtype=dtype, path=path, fingerprint=fingerprint,
                               **build_kwargs)
 

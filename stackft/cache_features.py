@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from . import distributed as D
-from .cache import CacheError, FeatureCache, cache_fingerprint, get_or_build, sequences_digest
+from .cache import FeatureCache, cache_fingerprint, get_or_build, open_valid, sequences_digest
 
 
 def build_cache_cli(args) -> int:
@@ -62,18 +62,12 @@ def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, devic
         if not dist.enabled:
             caches[split] = get_or_build(path, encoder, seqs, fingerprint=fp, verify=verify, **kw)
             continue
-        valid = D.broadcast_object(dist, _is_valid(path, fp, dtype, verify) if dist.is_main else None)
+        valid = D.broadcast_object(
+            dist, open_valid(path, fingerprint=fp, dtype=dtype, verify=verify) is not None if dist.is_main else None)
         if not valid:
             _build_sharded(path, encoder, seqs, fp, dist, kw)
         caches[split] = FeatureCache.open(path, expect_fingerprint=fp)
     return caches
-
-
-def _is_valid(path: Path, fingerprint: str, dtype: str, verify: bool) -> bool:
-    try:
-        return FeatureCache.open(path, expect_fingerprint=fingerprint, verify=verify).dtype == dtype
-    except CacheError:
-        return False
 
 
 def _build_sharded(path: Path, encoder, seqs, fingerprint: str, dist: D.DistInfo, kw: dict) -> None:
