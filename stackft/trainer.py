@@ -158,7 +158,7 @@ class Trainer:
         # (phase 2 of two-phase strategies), never a phase-1 head the run went past
         self.final_phase = max(i for i, p in enumerate(self.phases) if p.epochs > 0)
         self.pos = _Position()
-        self._ddp = None
+        self._forward = self._ddp = None  # set per phase in _run_phase
         self._saved_last = False
         self.best = {"score": -math.inf}
         self.phase_times: dict[str, float] = {}
@@ -340,12 +340,13 @@ class Trainer:
         scheduler = make_scheduler(optimizer, cfg.schedule, total_steps=sum(epoch_steps), warmup_proportion=cfg.warmup)
         stopper = Phase1Stopper(mode=phase.stop_mode, gap_tol=cfg.gap_tol, patience=cfg.patience,
                                 min_steps=min(self._eval_points(epoch_steps[0])) if epoch_steps else 0)
-        self._ddp = None
+        # what a train step calls; under DDP the wrapper built for this phase's trainable params
+        self._forward, self._ddp = _TrainForward(self), None
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self._ddp = DistributedDataParallel(_TrainForward(self), device_ids=ids)
+            self._ddp = self._forward = DistributedDataParallel(self._forward, device_ids=ids)
         chosen_path = self.out / f"{phase.name}_chosen"
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
@@ -404,7 +405,7 @@ class Trainer:
             pet.detach(model.encoder, phase.pet)
         if phase.restore_chosen:
             self._save(self.out / f"{phase.name}_end", self._meta({"stop_reason": stopper.reason}))
-        self._ddp = None
+        self._forward = self._ddp = None
         return True, steps_left
 
     def _eval_points(self, steps_per_epoch: int) -> set:
@@ -420,7 +421,6 @@ class Trainer:
         """
         batch = to_device(batch, self.device)
         n_global = D.all_reduce_sum(self.dist, labelled_count(batch["labels"]).float()).clamp(min=1)
-        forward = self._ddp if self._ddp is not None else _TrainForward(self)
         micro = split_batch(batch, self.cfg.grad_accum)
         total = torch.zeros((), device=self.device)
         for i, mb in enumerate(micro):
@@ -428,7 +428,7 @@ class Trainer:
             sync = contextlib.nullcontext() if self._ddp is None or last else self._ddp.no_sync()
             with sync:
                 with self._autocast():
-                    logits = forward(mb)
+                    logits = self._forward(mb)
                 loss_sum = task_loss(logits, mb["labels"], reduction="sum")
                 (loss_sum * (self.dist.world_size / n_global)).backward()
             total += loss_sum.detach()
