@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 
 
+import torch
+
 from . import distributed as D
 from .cache import FeatureCache, cache_fingerprint, get_or_build, open_valid, sequences_digest
 
@@ -106,8 +108,20 @@ class CachedFeatures:
         cache = self.caches["dev" if split == "dev" else "train"]
         index = batch["index"].cpu()
         if self.pair_input:
-            ha, ma = cache.gather(2 * index, device=self.device)
-            hb, mb = cache.gather(2 * index + 1, device=self.device)
+            ha, ma = _to_width(*cache.gather(2 * index, device=self.device), batch.get("a_attention_mask"))
+            hb, mb = _to_width(*cache.gather(2 * index + 1, device=self.device), batch.get("b_attention_mask"))
             return {"hidden_a": ha, "mask_a": ma, "hidden_b": hb, "mask_b": mb}
-        hidden, mask = cache.gather(index, device=self.device)
+        hidden, mask = _to_width(*cache.gather(index, device=self.device), batch.get("attention_mask"))
         return {"hidden": hidden, "mask": mask}
+
+
+def _to_width(hidden, mask, like):
+    """Zero-pad ``hidden [B,T,H]``/``mask [B,T]`` to the width of the collated batch's ``like [B,W]``.
+
+    The cache pads to the longest of *these* sequences; a micro-batch cut from a wider batch keeps the
+    batch's width in its labels, so the features must too (the live encoder's do).
+    """
+    if like is None or like.shape[1] <= hidden.shape[1]:
+        return hidden, mask
+    extra = like.shape[1] - hidden.shape[1]
+    return (torch.nn.functional.pad(hidden, (0, 0, 0, extra)), torch.nn.functional.pad(mask, (0, extra)))

@@ -39,11 +39,15 @@ def _head_state(trainer):
     return {k: v.detach().clone() for k, v in trainer.model.head.state_dict().items()}
 
 
-def test_cached_phase1_matches_live_encoder(tmp_path, enc, data):
-    """Same seeds: head weights after phase 1 from the fp32 cache equal those from the live frozen encoder."""
-    live = Trainer(_cfg(tmp_path, "live", "off"), encoder=enc, data=data)
+@pytest.mark.parametrize("grad_accum", [1, 3])
+def test_cached_phase1_matches_live_encoder(tmp_path, enc, data, grad_accum):
+    """Same seeds: head weights after phase 1 from the fp32 cache equal those from the live frozen encoder.
+
+    With micro-batches too: each keeps its batch's width, and the cached features must match it.
+    """
+    live = Trainer(_cfg(tmp_path, "live", "off", grad_accum=grad_accum), encoder=enc, data=data)
     live.fit()
-    cached = Trainer(_cfg(tmp_path, "cached", str(tmp_path / "cache")), encoder=enc, data=data)
+    cached = Trainer(_cfg(tmp_path, "cached", str(tmp_path / "cache"), grad_accum=grad_accum), encoder=enc, data=data)
     cached.fit()
     assert cached.features is not None, "the cached run did not read the cache"
     a, b = _head_state(live), _head_state(cached)
