@@ -32,6 +32,10 @@ _HELP = {
     "on_error": "bad input lines: raise (stop at file:line: problem) | skip (drop and count them, warn once)",
     "cache": "feature cache for frozen-encoder phases: auto | off | FOLDER",
     "cache_dtype": "fp32 | fp16 | bf16 | int8",
+    "cache_placement": "GPU runs: auto | device (whole cache in GPU memory) | pinned (page-locked host RAM, "
+                       "read over PCIe, overlapped) | mmap (host copy of each batch's rows); CPU runs ignore it",
+    "cache_prefetch": "batches of cached features gathered ahead, on a side CUDA stream on a GPU "
+                      "(default: 2 on a GPU, 0 on CPU, where there is nothing to overlap)",
     "schedule": "bert_tf | linear_hf | constant | cosine",
     "optimizer": "bert_adam (no bias correction) | adamw | torch_adamw",
     "clip_mode": "global | per_tensor",

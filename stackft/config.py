@@ -63,6 +63,8 @@ class TrainConfig:
     # feature cache for frozen-encoder phases: "auto" | "off" | a folder
     cache: str = "auto"
     cache_dtype: str = "fp16"
+    cache_placement: str = "auto"  # GPU runs: "auto" | "device" | "pinned" | "mmap" (see cache_features)
+    cache_prefetch: int | None = None  # batches of cached features gathered ahead; None: 2 on a GPU, 0 on CPU
     # running
     device: str = "auto"
     precision: str = "auto"  # "auto" (bf16 autocast on a bf16-capable GPU, else fp32) | "fp32" | "bf16"

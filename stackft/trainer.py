@@ -43,7 +43,9 @@ from .model import StackModel, task_loss
 from .optim import build_param_groups, clip_gradients, make_optimizer, make_scheduler
 from .stopper import Phase1Stopper
 from .strategies import Phase, default_head, plan_phases
+from .cache_features import PLACEMENTS
 from .evaluate import SubsetView, loader, predict, to_device
+from .prefetch import prefetch
 from .tasks import TaskData, get_task, load_task_data, score
 
 log = logging.getLogger("stackft")
@@ -133,6 +135,10 @@ class Trainer:
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
         if cfg.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {cfg.grad_accum}")
+        if cfg.cache_placement not in PLACEMENTS:
+            raise ValueError(f"unknown cache_placement {cfg.cache_placement!r}; choose one of {', '.join(PLACEMENTS)}")
+        if cfg.cache_prefetch is not None and cfg.cache_prefetch < 0:
+            raise ValueError(f"cache_prefetch must be >= 0, got {cfg.cache_prefetch}")
         self.out = Path(cfg.output_dir)
         self.encoder = encoder or load_encoder(cfg.encoder, layers=cfg.layers, dropout=cfg.dropout)
         self.head_name = cfg.head or default_head(cfg.strategy, self.task)
@@ -361,7 +367,12 @@ class Trainer:
             steps_per_epoch = epoch_steps[epoch]
             eval_points = self._eval_points(steps_per_epoch)
             sampler.set_epoch(epoch, self.pos.batch)
-            bar = tqdm(train_dl, total=steps_per_epoch, initial=self.pos.batch, disable=not cfg.progress,
+            batches = train_dl
+            depth = cfg.cache_prefetch if cfg.cache_prefetch is not None else 2 * (self.device.type == "cuda")
+            if self.features is not None and depth > 0:
+                # on a GPU the next batches' features are gathered on a side stream during this step
+                batches = prefetch(train_dl, lambda b: self.features(b, "train"), self.device, depth=depth)
+            bar = tqdm(batches, total=steps_per_epoch, initial=self.pos.batch, disable=not cfg.progress,
                        desc=f"{phase.name} epoch {epoch + 1}/{phase.epochs}", leave=False, dynamic_ncols=True)
             for batch in bar:
                 if steps_left is not None and steps_left <= 0:
