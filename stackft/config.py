@@ -75,6 +75,19 @@ class TrainConfig:
     stop_after_phase: int | None = None  # checkpoint and return once phase N (0-based) has ended
     progress: bool = True
 
+    # How a run is carried out rather than what it trains: these may change when a run is resumed.
+    RESUMABLE_CHANGES = frozenset({
+        "progress", "max_steps_this_run", "stop_after_phase", "save_every", "output_dir", "device",
+        "cache", "cache_placement", "cache_prefetch", "eval_batch_size", "grad_accum",
+    })
+
+    def changed_for_resume(self, saved: dict) -> list[str]:
+        """Fields of ``saved`` (a run's config.json) that differ from this config and decide what is trained."""
+        now = self.to_dict()
+        default = TrainConfig().to_dict()
+        return sorted(k for k in set(now) | set(saved)
+                      if k not in self.RESUMABLE_CHANGES and saved.get(k, default.get(k)) != now.get(k))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["layers"] = list(self.layers)

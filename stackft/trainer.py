@@ -263,11 +263,25 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     # -- the loop ---------------------------------------------------------------------------
+    def _check_resume_config(self) -> None:
+        """Resuming must not mix settings: a run saved with another training config is refused."""
+        path = self.out / "config.json"
+        if not path.exists():
+            return
+        saved = json.loads(path.read_text())
+        changed = self.cfg.changed_for_resume(saved)
+        if changed:
+            now = self.cfg.to_dict()
+            what = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in changed)
+            raise ValueError(f"cannot resume {self.out}: it was trained with other settings ({what}). "
+                             f"Resume with the saved settings ({path}), or train into another output_dir.")
+
     def fit(self, resume: bool = False) -> dict:
         """Train all phases; returns the summary (also written to ``summary.json``)."""
         self.out.mkdir(parents=True, exist_ok=True)
         state = None
         if resume and (self.out / "last" / "state.pt").exists():
+            self._check_resume_config()
             state = torch.load(self.out / "last" / "state.pt", weights_only=False)
             self.pos = _Position(**state["position"])
             if self.phases[self.pos.phase].pet and state["optimizer"] is not None:

@@ -341,6 +341,21 @@ def test_resume_without_a_checkpoint_starts_fresh(tmp_path, data, new_encoder):
     assert a["status"] == "finished" and len(records(out)) == 2
 
 
+def test_resume_refuses_changed_training_settings(tmp_path, data, new_encoder):
+    out = tmp_path / "run"
+    params = dict(BASE, strategy="stack-only", head="linear", stack_epochs=2)
+    Trainer(make_cfg(out, **dict(params, max_steps_this_run=3)), encoder=new_encoder(), data=data).fit()
+    saved_state = (out / "last" / "state.pt").read_bytes()
+    changed = dict(params, phase1_lr=params["phase1_lr"] * 2, init_seed=7)
+    with pytest.raises(ValueError, match=r"cannot resume .*init_seed: saved 0, now 7.*phase1_lr"):
+        Trainer(make_cfg(out, **changed), encoder=new_encoder(), data=data).fit(resume=True)
+    assert (out / "last" / "state.pt").read_bytes() == saved_state  # nothing was touched
+    # how the run is carried out may change: a step budget, another save cadence, the eval batch
+    how = dict(params, save_every=2, max_steps_this_run=2, eval_batch_size=16)
+    res = Trainer(make_cfg(out, **how), encoder=new_encoder(), data=data).fit(resume=True)
+    assert res["status"] == "interrupted" and res["position"]["global_step"] == 5
+
+
 # -- non-finite loss ------------------------------------------------------------------------
 
 def test_nan_loss_raises_and_keeps_last_checkpoint(tmp_path, data, new_encoder, monkeypatch, two_phase):

@@ -237,6 +237,12 @@ def test_trials_reproducible_restored_between_trials_and_resumable(tiny, tmp_pat
     assert [r["status"] for r in c] == ["finished", "finished"]
     assert _evals(tmp_path / "c") == ea
 
+    # a study resumed with other training settings is refused, not silently mixed into one log
+    trials.run_trials(sliced, init_seeds=[0], data_seeds=[0], out_dir=tmp_path / "d", encoder=enc, data=data)
+    changed = cfg(path, strategy="stack-and-finetune", stop_mode="fixed", phase2_lr=5e-4)
+    with pytest.raises(ValueError, match="phase2_lr"):
+        trials.run_trials(changed, init_seeds=[0], data_seeds=[0], out_dir=tmp_path / "d", encoder=enc, data=data)
+
 
 def test_seeds_independent(tiny, tmp_path):
     from stackft.trainer import Trainer, build_model
