@@ -124,7 +124,7 @@ def plot_expected_max(curves: dict, out_png, *, budget_per_trial: dict | None = 
     if budget_per_trial is None:
         ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")  # wherever the curves and their bands leave room
     ax.set_title(title or "expected validation performance (shaded: ±1 sd, clipped to [min, max])", fontsize=9)
     from .plots import save_figure
 
