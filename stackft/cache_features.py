@@ -13,7 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-
 import torch
 
 from . import distributed as D
@@ -94,6 +93,11 @@ def cache_root(setting: str) -> Path:
 PLACEMENTS = ("auto", "device", "pinned", "mmap")
 
 
+def check_placement(setting: str) -> None:
+    if setting not in PLACEMENTS:
+        raise ValueError(f"unknown cache_placement {setting!r}; choose one of {', '.join(PLACEMENTS)}")
+
+
 def choose_placement(setting: str, nbytes: int, device, *, free_device: int | None = None,
                      free_host: int | None = None) -> str:
     """Where a cache of ``nbytes`` feeds a ``device`` run: "device", "pinned" or "mmap".
@@ -107,8 +111,7 @@ def choose_placement(setting: str, nbytes: int, device, *, free_device: int | No
     ``auto`` takes ``device`` if the store fits in a quarter of the free GPU memory, else
     ``pinned`` if it fits in half of the available host RAM, else ``mmap``.
     """
-    if setting not in PLACEMENTS:
-        raise ValueError(f"unknown cache placement {setting!r}; choose one of {', '.join(PLACEMENTS)}")
+    check_placement(setting)
     device = torch.device(device)
     if device.type != "cuda":
         return "mmap"

@@ -43,7 +43,7 @@ from .model import StackModel, task_loss
 from .optim import build_param_groups, clip_gradients, make_optimizer, make_scheduler
 from .stopper import Phase1Stopper
 from .strategies import Phase, default_head, plan_phases
-from .cache_features import PLACEMENTS
+from .cache_features import check_placement
 from .evaluate import SubsetView, loader, predict, to_device
 from .prefetch import prefetch
 from .tasks import TaskData, get_task, load_task_data, score
@@ -135,8 +135,7 @@ class Trainer:
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
         if cfg.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {cfg.grad_accum}")
-        if cfg.cache_placement not in PLACEMENTS:
-            raise ValueError(f"unknown cache_placement {cfg.cache_placement!r}; choose one of {', '.join(PLACEMENTS)}")
+        check_placement(cfg.cache_placement)
         if cfg.cache_prefetch is not None and cfg.cache_prefetch < 0:
             raise ValueError(f"cache_prefetch must be >= 0, got {cfg.cache_prefetch}")
         self.out = Path(cfg.output_dir)
@@ -376,13 +375,13 @@ class Trainer:
         t0 = time.perf_counter() - self.phase_times.get(phase.name, 0.0)
         model.train()
         stop = bool(stopper.reason)  # a resumed run whose stop rule had already fired
+        depth = cfg.cache_prefetch if cfg.cache_prefetch is not None else 2 * (self.device.type == "cuda")
         for epoch in range(self.pos.epoch, phase.epochs if not stop else 0):
             self.pos.epoch = epoch
             steps_per_epoch = epoch_steps[epoch]
             eval_points = self._eval_points(steps_per_epoch)
             sampler.set_epoch(epoch, self.pos.batch)
             batches = train_dl
-            depth = cfg.cache_prefetch if cfg.cache_prefetch is not None else 2 * (self.device.type == "cuda")
             if self.features is not None and depth > 0:
                 # on a GPU the next batches' features are gathered on a side stream during this step
                 batches = prefetch(train_dl, lambda b: self.features(b, "train"), self.device, depth=depth)
