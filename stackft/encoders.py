@@ -168,8 +168,13 @@ def _quiet_transformers():
         hf_logging.enable_progress_bar()
 
 
-def tiny_random_encoder(hidden_size: int = 32, num_layers: int = 2, seed: int = 0, tokenizer=None) -> Encoder:
-    """A randomly initialised small BERT with the default tokenizer (for tests and smoke runs)."""
+def tiny_random_encoder(hidden_size: int = 32, num_layers: int = 2, seed: int = 0, tokenizer=None, *,
+                        num_heads: int | None = None, intermediate_size: int | None = None) -> Encoder:
+    """A randomly initialised BERT with the default tokenizer (for tests, smoke runs and timing).
+
+    Small by default (heads = hidden / 16, FFN = 2 x hidden); ``tiny_random_encoder(768, 12,
+    num_heads=12, intermediate_size=3072)`` has bert-base-uncased's shape and compute.
+    """
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     tok = tokenizer or AutoTokenizer.from_pretrained(default_encoder_path())
@@ -177,8 +182,8 @@ def tiny_random_encoder(hidden_size: int = 32, num_layers: int = 2, seed: int = 
         vocab_size=tok.vocab_size,
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
-        num_attention_heads=max(1, hidden_size // 16),
-        intermediate_size=hidden_size * 2,
+        num_attention_heads=num_heads or max(1, hidden_size // 16),
+        intermediate_size=intermediate_size or hidden_size * 2,
         max_position_embeddings=512,
     )
     with torch.random.fork_rng(devices=[]):
