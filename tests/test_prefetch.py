@@ -81,7 +81,7 @@ def test_attached_features_are_cut_with_the_micro_batches():
     assert attached(batch) is None
 
 
-def test_trainer_with_prefetch_equals_without(tmp_path):
+def test_trainer_with_prefetch_equals_without(tmp_path, monkeypatch):
     """Cached phase 1 fed through the prefetcher (and cut into micro-batches) trains the same head."""
     enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=1)
     data = load_task_data("ner", TRAIN, DEV, tokenizer=enc.tokenizer, max_train=40, max_dev=16)
@@ -93,17 +93,14 @@ def test_trainer_with_prefetch_equals_without(tmp_path):
                           progress=False, init_seed=3, data_seed=5)
         t = Trainer(cfg, encoder=enc, data=data)
         calls = []
-        original = CachedFeatures.__call__
 
-        def counting(self, batch, split, _orig=original):
+        def counting(self, batch, split, _orig=CachedFeatures.__call__):
             calls.append(attached(batch) is not None)
             return _orig(self, batch, split)
 
-        CachedFeatures.__call__ = counting
-        try:
+        with monkeypatch.context() as m:
+            m.setattr(CachedFeatures, "__call__", counting)
             t.fit()
-        finally:
-            CachedFeatures.__call__ = original
         runs[depth] = (t, calls)
     (a, calls_a), (b, calls_b) = runs[0], runs[2]
     assert not any(calls_a) and any(calls_b), "the prefetching run did not use attached features"
