@@ -26,8 +26,9 @@ import time
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from stackft import _ext, ops
-from stackft.cache import FeatureCache
+from stackft import _ext
+from stackft.cache import ops
+from stackft.cache.format import FeatureCache
 
 
 def make_store(n, mean_len, d, dtype, seed=0):

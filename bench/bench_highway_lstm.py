@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _util as U  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import _util as U  # noqa: E402
 import stackft.kernels as K  # noqa: E402
 from stackft.kernels import reference as R  # noqa: E402
 

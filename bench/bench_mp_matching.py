@@ -35,6 +35,7 @@ if "--saved-only" in sys.argv and not torch.cuda.is_available():
 
 import _util as U  # noqa: E402
 import materializing as MAT  # noqa: E402
+
 import stackft.kernels as K  # noqa: E402
 from stackft.kernels import reference as R  # noqa: E402
 

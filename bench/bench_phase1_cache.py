@@ -24,16 +24,17 @@ from pathlib import Path
 
 import torch
 
-from stackft.cache import FeatureCache
-from stackft.cache_features import CachedFeatures, place
+from stackft.cache.format import FeatureCache
+from stackft.cache.prefetch import prefetch
+from stackft.cache.source import CachedFeatures, place
 from stackft.config import TrainConfig
-from stackft.encoders import load_encoder, tiny_random_encoder
-from stackft.evaluate import evaluate, loader, to_device
-from stackft.model import task_loss
-from stackft.optim import BertAdam, build_param_groups
-from stackft.prefetch import prefetch
-from stackft.tasks import load_task_data
-from stackft.trainer import build_model, resolve_device
+from stackft.data.pipeline import load_task_data
+from stackft.modeling.encoders import load_encoder, tiny_random_encoder
+from stackft.modeling.model import task_loss
+from stackft.training.evaluation import evaluate
+from stackft.training.loaders import loader, to_device
+from stackft.training.optim import BertAdam, build_param_groups
+from stackft.training.trainer import build_model, resolve_device
 
 
 def run_epoch(model, data, features, *, batch_size, device, seed=0, warmup=0, prefetch_depth=0) -> float:

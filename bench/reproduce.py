@@ -204,9 +204,10 @@ def check_same_config(run_dir: Path, cfg) -> None:
 def run_task(plan: TaskPlan, scale: str, pairs: list[tuple[int, int]], data_root: Path, out: Path, encoder,
              device: str) -> int:
     """Train the task's missing runs and ensembles; returns how many runs were trained."""
-    from stackft.ensemble import ensemble_predict
-    from stackft.tasks import load_task_data
-    from stackft.trials import run_trials, trial_config, trial_id
+    from stackft.data.pipeline import load_task_data
+    from stackft.studies.ensemble import ensemble_predict
+    from stackft.studies.runner import run_trials
+    from stackft.studies.study import trial_config, trial_id
 
     datasets: dict = {}
     trained = 0
@@ -293,7 +294,8 @@ def phase1_summary(runs: list) -> str:
 
 def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None) -> dict:
     """Per cell: per-run scores (x100), phase times, the expected-max curve."""
-    from stackft.trials import expected_max_curve, trial_id
+    from stackft.studies.expected import expected_max_curve
+    from stackft.studies.study import trial_id
 
     cells = {}
     for cell in plan.cells:
@@ -433,7 +435,7 @@ def _plot_style() -> None:
 
 
 def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
-    from stackft.trials import plot_expected_max
+    from stackft.studies.plots import plot_expected_max
 
     scale = results["scale"]
     L = []
@@ -691,8 +693,9 @@ def main(argv=None) -> int:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    from stackft.encoders import load_encoder
-    from stackft.tasks import get_task, load_task_data, read_examples
+    from stackft.data.pipeline import load_task_data, read_examples
+    from stackft.modeling.encoders import load_encoder
+    from stackft.tasks import get_task
 
     command = " ".join(([f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"] if "OMP_NUM_THREADS" in os.environ else [])
                        + ["python", "bench/reproduce.py"]

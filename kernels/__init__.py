@@ -14,16 +14,15 @@ which is the spec every kernel is tested against.
 
 from __future__ import annotations
 
-from . import reference
-from ._backend import resolve, triton_available
-from .reference import ATT_EPS, NORM_EPS
+from stackft.kernels import reference
+from stackft.kernels._backend import resolve, triton_available
+from stackft.kernels.reference import ATT_EPS, NORM_EPS
 
-# Imported eagerly, before the public functions below are defined: the submodule
-# ``highway_lstm`` shares its name with the public function, and importing it lazily would rebind
-# ``stackft.kernels.highway_lstm`` to the module. Use importlib.import_module to reach the modules.
+# The Triton implementations live in stackft.kernels.ops.<op>, so no module shadows a public
+# function of the same name.
 if triton_available():
-    from . import highway_lstm as _highway_lstm
-    from . import mp_matching as _mp_matching
+    from stackft.kernels.ops import highway_lstm as _highway_lstm
+    from stackft.kernels.ops import mp_matching as _mp_matching
 else:  # pragma: no cover - triton is optional
     _highway_lstm = _mp_matching = None
 

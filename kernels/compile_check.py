@@ -17,13 +17,10 @@ import sys
 
 
 def _cases():
-    import importlib
-
     import triton.language as tl
 
-    # import_module, not "from . import": the package attribute highway_lstm is the public function
-    HL = importlib.import_module(".highway_lstm", __package__)
-    MP = importlib.import_module(".mp_matching", __package__)
+    from stackft.kernels.ops import highway_lstm as HL
+    from stackft.kernels.ops import mp_matching as MP
 
     f32, i32, i8 = "*fp32", "*i32", "*i8"
     out = []

@@ -44,7 +44,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory):
     """A tiny random BERT (hidden 32, 2 layers) with the default tokenizer, saved as a HF folder."""
-    from stackft.encoders import tiny_random_encoder
+    from stackft.modeling.encoders import tiny_random_encoder
 
     path = tmp_path_factory.mktemp("tiny-bert")
     enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)

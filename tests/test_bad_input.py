@@ -3,10 +3,9 @@
 import json
 
 import pytest
+from conftest import write_keyword_csv
 
 from stackft.cli import main
-
-from conftest import write_keyword_csv
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from stackft import cli_cache
-from stackft.cache import (
-    CacheError,
-    FeatureCache,
-    StaleCacheError,
-    cache_fingerprint,
-    get_or_build,
-    quantize_int8,
-)
+from stackft.cache.format import CacheError, FeatureCache, StaleCacheError, cache_fingerprint, get_or_build
+from stackft.cache.quantize import quantize_int8
+from stackft.cli import cache as cli_cache
 
 DTYPES = ["fp32", "fp16", "bf16", "int8"]
 
@@ -350,7 +344,7 @@ def test_cli_cache_build_without_data_is_clear(capsys):
 @pytest.mark.parametrize("dtype", ["bf16", "int8"])
 def test_compact_batch_is_the_same_batch(tmp_path, gen, dtype):
     # what gather() ships to a GPU for a host-resident cache: the batch's rows only
-    from stackft.ops import gather_pad
+    from stackft.cache.ops import gather_pad
 
     cache = FeatureCache.from_tensors(random_seqs(gen), dtype=dtype, path=tmp_path / "c")
     idx = torch.tensor([5, 0, 5, 11, 2])

@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from stackft.cache import FeatureCache
+from stackft.cache.format import FeatureCache
 from stackft.cli import main
 from stackft.config import TrainConfig
-from stackft.encoders import tiny_random_encoder
-from stackft.tasks import load_task_data
-from stackft.trainer import Trainer
+from stackft.data.pipeline import load_task_data
+from stackft.modeling.encoders import tiny_random_encoder
+from stackft.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "stackft" / "demo_data" / "conll_train.txt")

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_keyword_csv
 from safetensors.torch import load_file
 
 from stackft.config import TrainConfig
-from stackft.encoders import tiny_random_encoder
-from stackft.tasks import load_task_data
-from stackft.trainer import Trainer
+from stackft.data.pipeline import load_task_data
+from stackft.modeling.encoders import tiny_random_encoder
+from stackft.training.trainer import Trainer
 
-from conftest import write_keyword_csv
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

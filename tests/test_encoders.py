@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from stackft.encoders import Encoder, default_encoder_path, load_encoder, resolve_encoder, tiny_random_encoder
+from stackft.modeling.encoders import Encoder, default_encoder_path, load_encoder, resolve_encoder, tiny_random_encoder
 
 
 @pytest.fixture(scope="module")

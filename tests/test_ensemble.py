@@ -10,8 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stackft.config import TrainConfig
-from stackft.ensemble import ensemble_predict
-
+from stackft.studies.ensemble import ensemble_predict
 
 POS, NEG, FILL = ["good", "great", "fine"], ["bad", "awful", "sad"], ["the", "a", "movie", "was", "it", "day"]
 
@@ -40,14 +39,14 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from stackft.encoders import tiny_random_encoder
+    from stackft.modeling.encoders import tiny_random_encoder
 
     return tiny_random_encoder().tokenizer
 
 
 def train(tokenizer, out, task, train_path, **kw):
-    from stackft.encoders import tiny_random_encoder
-    from stackft.trainer import Trainer
+    from stackft.modeling.encoders import tiny_random_encoder
+    from stackft.training.trainer import Trainer
 
     kw.setdefault("dev_size", 20)
     cfg = TrainConfig(task=task, train_path=str(train_path), max_length=16, batch_size=8,
@@ -69,9 +68,10 @@ def cls_runs(tokenizer, files, tmp_path_factory):
 def _member_eval(run, data_path):
     """The member's metrics through the standard `stackft eval` path."""
     from stackft.data.labels import LabelVocab
-    from stackft.evaluate import evaluate
-    from stackft.tasks import encode_examples, get_task, read_examples
-    from stackft.trainer import load_trained
+    from stackft.data.pipeline import encode_examples, read_examples
+    from stackft.tasks import get_task
+    from stackft.training.evaluation import evaluate
+    from stackft.training.trainer import load_trained
 
     model, meta = load_trained(run / "best")
     task = get_task(meta["task"])
@@ -154,7 +154,7 @@ def test_pairs_joint_and_siamese_members(tokenizer, files, tmp_path):
 
 
 def test_ner_word_level_and_cli(tokenizer, tmp_path, capsys):
-    from stackft import cli_trials
+    from stackft.cli import trials as cli_trials
 
     rng = random.Random(0)
     conll = tmp_path / "ner.txt"

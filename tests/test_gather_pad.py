@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from stackft import _ext, ops
+from stackft import _ext
+from stackft.cache import ops
 
 VALUE_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int8]
 

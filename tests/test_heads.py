@@ -6,12 +6,23 @@ import pytest
 import torch
 from torch import nn
 
-from stackft import heads
-from stackft.heads import (HEADS, BiLSTMTagger, BiMPMHead, DenseNetCNNClassifier, FCSequenceHead, FCTokenHead,
-                           HighwayLSTMClassifier, MultiPerspectiveMatching, build_head, head_level, head_pair_input,
-                           kaiming_init)
-from stackft.heads.pooling import last_valid, masked_max, masked_mean
 from stackft.kernels import multi_perspective_cosine
+from stackft.modeling import heads
+from stackft.modeling.heads import (
+    HEADS,
+    BiLSTMTagger,
+    BiMPMHead,
+    DenseNetCNNClassifier,
+    FCSequenceHead,
+    FCTokenHead,
+    HighwayLSTMClassifier,
+    MultiPerspectiveMatching,
+    build_head,
+    head_level,
+    head_pair_input,
+    kaiming_init,
+)
+from stackft.modeling.heads.pooling import last_valid, masked_max, masked_mean
 
 B, T, T2, H, C = 3, 7, 5, 16, 4
 LENGTHS_A = [7, 4, 1]
@@ -202,7 +213,7 @@ def test_kaiming_init_skips_encoder_modules():
 # ---- highway LSTM dropout mask -----------------------------------------------------------------
 
 def test_highway_variational_dropout_mask(monkeypatch):
-    import stackft.heads.highway_lstm as module
+    import stackft.modeling.heads.highway_lstm as module
 
     seen = []
     real = module.highway_lstm

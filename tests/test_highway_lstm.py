@@ -6,15 +6,14 @@ the tensor's largest magnitude (at least 1e-2). The layer accumulates rounding o
 steps and sums weight gradients over B·T terms, so a fixed table would be loose or flaky.
 """
 
-import importlib
 
 import pytest
 import torch
 
 import stackft.kernels as K
 from stackft.kernels import reference as R
+from stackft.kernels.ops import highway_lstm as HL  # noqa: E402
 
-HL = importlib.import_module("stackft.kernels.highway_lstm")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: dict(fwd=(1e-5, 1e-4), bwd=(1e-4, 1e-3)), torch.bfloat16: dict(atol=1e-2, ulps=4)}
 

@@ -9,10 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
-
-
 from conftest import write_keyword_csv
+from safetensors.torch import load_file
 
 
 @pytest.fixture(scope="module")

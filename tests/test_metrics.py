@@ -2,7 +2,7 @@
 
 import pytest
 
-from stackft.metrics import classification_scores, ner_scores
+from stackft.training.metrics import classification_scores, ner_scores
 
 
 def test_seqeval_readme_example():

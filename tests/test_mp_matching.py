@@ -6,7 +6,6 @@ message. Tolerances are per dtype (xformers-style table); bf16 results are compa
 reference evaluated on the same bf16-rounded inputs.
 """
 
-import importlib
 
 import pytest
 import torch
@@ -14,7 +13,6 @@ import torch
 import stackft.kernels as K
 from stackft.kernels import reference as R
 
-MP = importlib.import_module("stackft.kernels.mp_matching")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 #            forward (atol, rtol)   backward (atol, rtol)

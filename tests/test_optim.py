@@ -9,11 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from stackft.encoders import tiny_random_encoder
-from stackft.heads import build_head
-from stackft.model import StackModel
-from stackft.optim import (SCHEDULES, BertAdam, build_param_groups, clip_gradients, make_optimizer, make_scheduler,
-                           schedule_factor)
+from stackft.modeling.encoders import tiny_random_encoder
+from stackft.modeling.heads import build_head
+from stackft.modeling.model import StackModel
+from stackft.training.optim import (
+    SCHEDULES,
+    BertAdam,
+    build_param_groups,
+    clip_gradients,
+    make_optimizer,
+    make_scheduler,
+    schedule_factor,
+)
 
 NUM_LAYERS = 2
 

@@ -9,19 +9,19 @@ from safetensors.torch import load_file
 
 pytest.importorskip("peft")
 
-from stackft import pet  # noqa: E402
 from stackft.config import TrainConfig  # noqa: E402
+from stackft.modeling import pet  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from stackft.encoders import tiny_random_encoder
+    from stackft.modeling.encoders import tiny_random_encoder
 
     return tiny_random_encoder().tokenizer
 
 
 def fresh_encoder(tokenizer):
-    from stackft.encoders import tiny_random_encoder
+    from stackft.modeling.encoders import tiny_random_encoder
 
     return tiny_random_encoder(tokenizer=tokenizer)  # same seed: same pretrained weights every time
 
@@ -127,7 +127,7 @@ def test_bitfit_trains_only_biases(tokenizer):
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data(tokenizer, tmp_path_factory):
-    from stackft.tasks import load_task_data
+    from stackft.data.pipeline import load_task_data
 
     path = tmp_path_factory.mktemp("d") / "kw.csv"
     rng = random.Random(0)
@@ -152,7 +152,7 @@ def _encoder_tensors(path):
 
 
 def test_ehft_lora_run(tokenizer, data, tmp_path):
-    from stackft.trainer import Trainer
+    from stackft.training.trainer import Trainer
 
     enc = fresh_encoder(tokenizer)
     pretrained = {k: v.clone() for k, v in enc.state_dict().items()}
@@ -176,7 +176,7 @@ def test_ehft_lora_run(tokenizer, data, tmp_path):
 
 
 def test_ehft_bitfit_phase2_starts_from_pretrained(tokenizer, data, tmp_path):
-    from stackft.trainer import Trainer
+    from stackft.training.trainer import Trainer
 
     out = tmp_path / "run"
     enc = fresh_encoder(tokenizer)
@@ -201,7 +201,7 @@ def test_ehft_bitfit_phase2_starts_from_pretrained(tokenizer, data, tmp_path):
 def test_ehft_study_with_early_discard_inside_the_pet_phase(tokenizer, data, tmp_path):
     """Trials cut inside phase 1 leave LoRA attached to the shared encoder: the next trial and the
     caller must get the pretrained encoder back; the kept trial resumes inside the PET phase."""
-    from stackft import trials
+    from stackft import studies as trials
 
     enc = fresh_encoder(tokenizer)
     pretrained = {k: v.clone() for k, v in enc.model.state_dict().items()}

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from stackft.cache import FeatureCache
-from stackft.cache_features import CachedFeatures, choose_placement, place
+from stackft.cache.format import FeatureCache
+from stackft.cache.prefetch import attach, attached, prefetch
+from stackft.cache.source import CachedFeatures, choose_placement, place
 from stackft.config import TrainConfig
-from stackft.encoders import tiny_random_encoder
-from stackft.prefetch import attach, attached, prefetch
-from stackft.tasks import load_task_data
-from stackft.trainer import Trainer, split_batch
+from stackft.data.pipeline import load_task_data
+from stackft.modeling.encoders import tiny_random_encoder
+from stackft.training.trainer import Trainer, split_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "stackft" / "demo_data" / "conll_train.txt")

@@ -1,11 +1,11 @@
-"""stackft.stopper.Phase1Stopper: the phase-1 stop rule (methods.md §1.5) and its other modes."""
+"""stackft.training.stopper.Phase1Stopper: the phase-1 stop rule (methods.md §1.5) and its other modes."""
 
 import json
 
 import pytest
 import torch
 
-from stackft.stopper import MODES, Phase1Stopper
+from stackft.training.stopper import MODES, Phase1Stopper
 
 
 def feed(stopper, evals):

@@ -23,14 +23,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import stackft.trainer as trainer_mod
+import stackft.training.trainer as trainer_mod
 from stackft.config import TrainConfig
-from stackft.encoders import default_encoder_path, tiny_random_encoder
-from stackft.evaluate import evaluate, loader, to_device
-from stackft.heads import DenseNetCNNClassifier, FCSequenceHead, LinearSequenceHead
-from stackft.model import task_loss
-from stackft.tasks import get_task, load_task_data
-from stackft.trainer import NonFiniteLoss, Trainer, build_model, load_trained
+from stackft.data.pipeline import load_task_data
+from stackft.modeling.encoders import default_encoder_path, tiny_random_encoder
+from stackft.modeling.heads import DenseNetCNNClassifier, FCSequenceHead, LinearSequenceHead
+from stackft.modeling.model import task_loss
+from stackft.tasks import get_task
+from stackft.training.evaluation import evaluate
+from stackft.training.loaders import loader, to_device
+from stackft.training.trainer import NonFiniteLoss, Trainer, build_model, load_trained
 
 FILLER = "the a of and to in is was for on that with as by at from it this be are or".split()
 KEYWORDS = {"sports": "football", "food": "pizza"}
@@ -236,7 +238,7 @@ def test_load_trained_reproduces_the_dev_metric(two_phase, data):
 def test_phase_optimizers_schedules_and_clipping(tmp_path, data, new_encoder, monkeypatch):
     """Phase 1: BERT-Adam over the head only; phase 2: a new optimizer over everything, layer-wise lrs,
     its own warmup + decay schedule; every step clipped (methods.md §1.2, §1.3, §5)."""
-    from stackft.optim import BertAdam, schedule_factor
+    from stackft.training.optim import BertAdam, schedule_factor
 
     made, clips = [], []
     real_make, real_clip = trainer_mod.make_optimizer, trainer_mod.clip_gradients
@@ -451,7 +453,7 @@ def test_stack_and_finetune_default_heads_and_phase_lrs(data, new_encoder, tmp_p
 
 @pytest.mark.parametrize("task", ["ner", "classification", "pairs"])
 def test_default_head_of_every_strategy(task):
-    from stackft.strategies import STRATEGIES, default_head
+    from stackft.training.strategies import STRATEGIES, default_head
 
     spec = get_task(task)
     want = {"finetune-only": "fc", "eh-ft": "fc", "lp-ft": "linear", "stack-only": spec.stack_head,

@@ -11,7 +11,7 @@ import statistics
 import pytest
 import torch
 
-from stackft import trials
+from stackft import studies as trials
 from stackft.config import TrainConfig
 
 
@@ -131,8 +131,8 @@ def write_keyword_csv(path, n=60, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from stackft.encoders import tiny_random_encoder
-    from stackft.tasks import load_task_data
+    from stackft.data.pipeline import load_task_data
+    from stackft.modeling.encoders import tiny_random_encoder
 
     path = write_keyword_csv(tmp_path_factory.mktemp("data") / "kw.csv")
     enc = tiny_random_encoder()
@@ -245,7 +245,7 @@ def test_trials_reproducible_restored_between_trials_and_resumable(tiny, tmp_pat
 
 
 def test_seeds_independent(tiny, tmp_path):
-    from stackft.trainer import Trainer, build_model
+    from stackft.training.trainer import Trainer, build_model
 
     enc, data, path = tiny
     base = cfg(path)
@@ -325,7 +325,7 @@ def test_phase1_then_select(tiny, tmp_path):
 def test_cli_trials_and_report(tiny, tmp_path, capsys):
     import argparse
 
-    from stackft import cli_trials
+    from stackft.cli import trials as cli_trials
 
     enc, data, path = tiny
     p = argparse.ArgumentParser()
@@ -348,7 +348,7 @@ def test_cli_trials_and_report(tiny, tmp_path, capsys):
 
 
 def test_cli_trials_runs_a_study(tiny, tmp_path, capsys):
-    from stackft import cli_trials
+    from stackft.cli import trials as cli_trials
 
     enc, _, path = tiny
     enc_dir = tmp_path / "enc"  # the tiny encoder as a folder, for --encoder

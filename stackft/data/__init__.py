@@ -6,15 +6,15 @@ the docs/design.md contract). Input problems raise DataError with the file and l
 ExampleList (``skipped``, ``problems``) and warns once (DataWarning).
 """
 
-from .batching import LengthBucketSampler, collate, make_loader
-from .conll import TaggedSentence, iob1_to_iob2, read_conll
-from .encode import EncodedDataset, encode_pairs, encode_tagged, encode_texts
-from .errors import MAX_LINE_CHARS, ON_ERROR, DataError, DataWarning, ExampleList
-from .hf import load_hf_examples
-from .labels import LabelVocab
-from .pairs import PairExample, read_pairs_tsv
-from .split import split_examples
-from .textcls import TextExample, read_text_csv
+from stackft.data.batching import LengthBucketSampler, collate, make_loader
+from stackft.data.conll import TaggedSentence, iob1_to_iob2, read_conll
+from stackft.data.encode import EncodedDataset, encode_pairs, encode_tagged, encode_texts
+from stackft.data.errors import MAX_LINE_CHARS, ON_ERROR, DataError, DataWarning, ExampleList
+from stackft.data.hf import load_hf_examples
+from stackft.data.labels import LabelVocab
+from stackft.data.pairs import PairExample, read_pairs_tsv
+from stackft.data.split import split_examples
+from stackft.data.textcls import TextExample, read_text_csv
 
 __all__ = [
     "DataError",

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from .encode import IGNORE
+from stackft.data.encode import IGNORE
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:

@@ -12,8 +12,17 @@ import os
 import re
 from dataclasses import dataclass
 
-from .errors import (MAX_LINE_CHARS, DataError, ExampleList, Problems, check_options, iter_lines, open_data,
-                     usual_width, width_problem)
+from stackft.data.errors import (
+    MAX_LINE_CHARS,
+    DataError,
+    ExampleList,
+    Problems,
+    check_options,
+    iter_lines,
+    open_data,
+    usual_width,
+    width_problem,
+)
 
 _TAG = re.compile(r"^(?:O|[BI]-\S+)$")
 SCHEMES = ("auto", "iob1", "iob2")

@@ -10,7 +10,7 @@ import warnings
 
 from torch.utils.data import Dataset
 
-from .labels import LabelVocab
+from stackft.data.labels import LabelVocab
 
 KINDS = ("tagging", "classification", "pairs-joint", "pairs-siamese")
 IGNORE = -100  # label id that CrossEntropyLoss(ignore_index=-100) skips

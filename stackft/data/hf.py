@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 
-from .conll import SCHEMES, TaggedSentence, check_tag, opens_chunk_with_i, to_iob2
-from .errors import MAX_LINE_CHARS, DataError, ExampleList, Problems, check_options
-from .pairs import PairExample
-from .textcls import TextExample
+from stackft.data.conll import SCHEMES, TaggedSentence, check_tag, opens_chunk_with_i, to_iob2
+from stackft.data.errors import MAX_LINE_CHARS, DataError, ExampleList, Problems, check_options
+from stackft.data.pairs import PairExample
+from stackft.data.textcls import TextExample
 
 TASKS = ("ner", "classification", "pairs")
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .errors import DataError
+from stackft.data.errors import DataError
 
 NER_TASKS = ("ner", "tagging")
 

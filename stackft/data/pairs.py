@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import MAX_LINE_CHARS, ExampleList, Problems, check_options, iter_lines, open_data
+from stackft.data.errors import MAX_LINE_CHARS, ExampleList, Problems, check_options, iter_lines, open_data
 
 
 @dataclass

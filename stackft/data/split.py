@@ -24,7 +24,7 @@ def _with_label_names(source, part: list):
     names = getattr(source, "label_names", None)
     if names is None:
         return part
-    from .hf import ExampleList
+    from stackft.data.hf import ExampleList
 
     return ExampleList(part, label_names=names)
 

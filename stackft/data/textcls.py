@@ -7,8 +7,16 @@ import os
 from collections import deque
 from dataclasses import dataclass
 
-from .errors import (MAX_LINE_CHARS, ExampleList, Problems, check_options, iter_lines, open_data, usual_width,
-                     width_problem)
+from stackft.data.errors import (
+    MAX_LINE_CHARS,
+    ExampleList,
+    Problems,
+    check_options,
+    iter_lines,
+    open_data,
+    usual_width,
+    width_problem,
+)
 
 
 @dataclass

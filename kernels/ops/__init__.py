@@ -1,0 +1,6 @@
+"""Triton implementations, one file per op (kernels, launchers and ``autograd.Function`` together).
+
+Reach them through the dispatchers in :mod:`stackft.kernels`, which fall back to
+:mod:`stackft.kernels.reference` where Triton cannot run. Nothing is re-exported here, so a module
+name never shadows a public function of the same name.
+"""
