@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from stackft.cache.build import cache_root, split_caches
+from stackft import distributed as D
+from stackft.cache.build import split_caches
 from stackft.cache.prefetch import attached
 
 PLACEMENTS = ("auto", "device", "pinned", "mmap")
@@ -71,9 +72,9 @@ def place(caches: dict, placement: str, device) -> dict:
 
 
 class CachedFeatures:
-    """``features(batch, split) -> dict`` read from the per-split caches (see docs/design.md).
+    """``features(batch, split) -> dict`` read from the per-split caches (feature dicts as :meth:`stackft.modeling.model.StackModel.features` returns them).
 
-    A batch that already carries its features (attached by :func:`stackft.prefetch.prefetch`)
+    A batch that already carries its features (attached by :func:`stackft.cache.prefetch.prefetch`)
     is answered from them.
     """
 
@@ -81,14 +82,13 @@ class CachedFeatures:
         self.caches, self.pair_input, self.device, self.placement = caches, pair_input, device, placement
 
     @classmethod
-    def for_run(cls, trainer) -> "CachedFeatures":
-        cfg = trainer.cfg
-        caches = split_caches(trainer.encoder, trainer.data, root=cache_root(cfg.cache), dtype=cfg.cache_dtype,
-                              batch_size=cfg.eval_batch_size, device=trainer.device,
-                              progress=cfg.progress and trainer.dist.is_main, dist=trainer.dist)
-        placement = choose_placement(cfg.cache_placement, sum(c.nbytes for c in caches.values()), trainer.device)
-        return cls(place(caches, placement, trainer.device), pair_input=trainer.model.pair_input,
-                   device=trainer.device, placement=placement)
+    def for_data(cls, encoder, data, *, pair_input: bool, root, dtype: str, device, placement: str = "auto",
+                 batch_size: int = 64, progress: bool = True, dist: D.DistInfo = D.DistInfo()) -> "CachedFeatures":
+        """Open (or build once) the caches of ``data``'s train/dev splits and place them for ``device``."""
+        caches = split_caches(encoder, data, root=root, dtype=dtype, batch_size=batch_size, device=device,
+                              progress=progress, dist=dist)
+        placement = choose_placement(placement, sum(c.nbytes for c in caches.values()), device)
+        return cls(place(caches, placement, device), pair_input=pair_input, device=device, placement=placement)
 
     def __call__(self, batch: dict, split: str) -> dict:
         feats = attached(batch)

@@ -24,6 +24,7 @@ import torch
 
 from stackft.data.labels import LabelVocab
 from stackft.data.pipeline import encode_examples, read_examples
+from stackft.run_dir import META_FILE, RunDir
 from stackft.tasks import get_task
 from stackft.training.loaders import loader, to_device
 from stackft.training.scoring import score
@@ -34,11 +35,12 @@ VOTES = ("soft", "hard")
 def resolve_checkpoint(path) -> Path:
     """A checkpoint folder (with meta.json) as given, or a run folder's ``best/``."""
     path = Path(path)
-    if (path / "meta.json").exists():
+    if (path / META_FILE).exists():
         return path
-    if (path / "best" / "meta.json").exists():
-        return path / "best"
-    raise FileNotFoundError(f"{path} is neither a stackft checkpoint (meta.json) nor a run folder with best/")
+    best = RunDir(path).best
+    if (best / META_FILE).exists():
+        return best
+    raise FileNotFoundError(f"{path} is neither a stackft checkpoint ({META_FILE}) nor a run folder with {best.name}/")
 
 
 def _raw_examples(dataset, task_name: str, split: str):

@@ -6,16 +6,16 @@ import dataclasses
 import math
 import os
 import warnings
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from stackft.config import TrainConfig
+from stackft.run_dir import RunDir
 from stackft.studies.expected import _baseline_at_budget, expected_max_per_compute
 from stackft.studies.study import (
+    Study,
     _parse_grid,
     _position,
     _read_json,
-    _Study,
     _write_json,
     load_summaries,
     trial_config,
@@ -105,12 +105,12 @@ def run_phase1_then_select(base_cfg: TrainConfig, *, init_seeds: Sequence[int], 
         raise ValueError(f"keep={keep} must be in 1..{len(grid)} (the number of phase-1 heads)")
     keep = int(keep)
     gap_tol = base_cfg.gap_tol if gap_tol is None else float(gap_tol)
-    study = _Study(dataclasses.replace(base_cfg, stop_after_phase=None), out_dir, encoder, data)
+    study = Study(dataclasses.replace(base_cfg, stop_after_phase=None), out_dir, encoder, data)
     try:
         return _phase1_then_select(study, base_cfg, grid, keep, gap_tol, fill, baseline, cost, replacement,
                                    (phases[0].name, phases[1].name))
     finally:
-        study._restore()
+        study.restore_encoder()
 
 
 def _phase1_then_select(study, base_cfg, grid, keep, gap_tol, fill, baseline, cost, replacement, names) -> dict:
@@ -199,25 +199,24 @@ def _phase1_then_select(study, base_cfg, grid, keep, gap_tol, fill, baseline, co
     return {"trials": trials, "selection": selection, "compute": compute, "table": table}
 
 
-def _phase1_probe(study: _Study, init_seed: int, data_seed: int, trainer=None) -> dict:
+def _phase1_probe(study: Study, init_seed: int, data_seed: int, trainer=None) -> dict:
     """Dev and train-probe scores of the model phase 2 would start from."""
     from stackft.modeling import pet
     from stackft.training import checkpoint as ckpt
 
     trial = study.trial_info(init_seed, data_seed)
     if trainer is None:  # a resumed study: rebuild the trainer and load the paused state
-        study._restore()
+        study.restore_encoder()
         cfg = trial_config(study.base, init_seed, data_seed, study.out)
         trainer = study.make_trainer(cfg, trial)
-        ckpt.load_weights(Path(cfg.output_dir) / "last", trainer.model)
+        ckpt.load_weights(RunDir(cfg.output_dir).last, trainer.model)
     model = trainer.model
     if pet.is_attached(model.encoder):
         pet.detach(model.encoder)
     if trainer.phases[1].reload_encoder:
         model.encoder.load_state_dict(study.pretrained)
-    trainer.features = None
-    metric = trainer.task.metric
-    dev, train = trainer.evaluate("dev"), trainer.evaluate("train")
+    metric = trainer.task.metric  # live: the encoder phase 2 starts from, not the cached one
+    dev, train = trainer.evaluate("dev", live=True), trainer.evaluate("train", live=True)
     probe = {"dev": dev[metric], "train": train[metric], "gap": train[metric] - dev[metric]}
     pos = _position(study.trial_dir(init_seed, data_seed)) or {}
     study.append_eval(trial, {"phase": "phase1_end", "step": 0, "global_step": pos.get("global_step"),

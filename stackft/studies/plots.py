@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from stackft.run_dir import RunDir
 from stackft.studies.expected import expected_max_curve
 
 
 def read_metrics(run_dir) -> list[dict]:
     """The evaluation records of a run (``metrics.jsonl``)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return RunDir(run_dir).read_metrics()
 
 
 def _curve(records: list[dict], metric: str):

@@ -7,11 +7,11 @@ from typing import Sequence
 
 from stackft.config import TrainConfig
 from stackft.studies.study import (
+    Study,
     _parse_grid,
     _planned_steps,
     _position,
     _read_json,
-    _Study,
     _write_json,
     trial_config,
     trial_id,
@@ -40,7 +40,7 @@ def run_trials(base_cfg: TrainConfig, *, init_seeds: Sequence[int], data_seeds: 
     ``wall_time`` (seconds in ``fit``), ``output_dir``.
     """
     grid = _parse_grid(init_seeds, data_seeds)
-    study = _Study(base_cfg, out_dir, encoder, data)
+    study = Study(base_cfg, out_dir, encoder, data)
     try:
         if early_discard is not None:
             return _run_early_discard(study, grid, early_discard)
@@ -53,7 +53,7 @@ def run_trials(base_cfg: TrainConfig, *, init_seeds: Sequence[int], data_seeds: 
             out.append(summary)
         return out
     finally:
-        study._restore()  # hand the caller's encoder back with its pretrained weights
+        study.restore_encoder()  # hand the caller's encoder back with its pretrained weights
 
 
 def rank_for_discard(scores: Sequence[float | None], p: int) -> tuple[list[int], set[int]]:
@@ -80,7 +80,7 @@ def _check_early_discard(early_discard, n_grid: int) -> tuple[int, float, int]:
     return t, f, p
 
 
-def _run_early_discard(study: _Study, grid, early_discard) -> list[dict]:
+def _run_early_discard(study: Study, grid, early_discard) -> list[dict]:
     t, f, p = _check_early_discard(early_discard, len(grid))
     started = grid[:t]
     decision_path = study.out / "early_discard.json"
@@ -98,7 +98,7 @@ def _run_early_discard(study: _Study, grid, early_discard) -> list[dict]:
             else:
                 cfg = trial_config(study.base, i, d, study.out)
                 if study.encoder is None:  # load encoder/data once, through a first Trainer
-                    study._restore()
+                    study.restore_encoder()
                     study.make_trainer(cfg, study.trial_info(i, d))
                 budget = max(1, round(f * _planned_steps(cfg, study.encoder, study.data)))
                 budgets[tid] = budget

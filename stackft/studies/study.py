@@ -1,11 +1,11 @@
-"""Seed studies (Dodge et al. 2020; ../shared/spec/methods.md §2) and the phase-1 selection mode.
+"""Seed studies (Dodge et al. 2020, arXiv 2002.06305): a study folder, its log, its trials.
 
-- :func:`expected_max`, :func:`expected_max_curve`, :func:`plot_expected_max`: expected validation
-  performance of the best of n trials (Dodge et al. 2019, "Show Your Work"; allentune's ``samplemax``).
-- :func:`run_trials`: the grid ``init_seeds x data_seeds`` of one configuration, resumable, with
-  optional early discarding ``(t, f, p)``; every evaluation goes to one ``OUT/trials.jsonl``.
-- :func:`run_phase1_then_select`: many cheap phase-1 heads, few expensive phase-2 runs.
-- :func:`expected_max_per_compute`, :func:`load_trials`, :func:`load_summaries`, :func:`report`.
+A trial is one run of a configuration with one head-init seed and one data-order seed; Dodge et
+al. separate the two because they affect fine-tuning differently. This module owns the study
+folder layout below; :mod:`~stackft.studies.runner` and :mod:`~stackft.studies.phase1_select`
+run studies through :class:`Study`, which trains each trial with the public
+:class:`~stackft.training.trainer.Trainer` and logs its evaluations through a
+:class:`~stackft.training.callbacks.TrainerCallback`.
 
 Study folder layout::
 
@@ -27,11 +27,12 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 from stackft.config import TrainConfig
+from stackft.run_dir import RunDir, read_json, write_json
+from stackft.training.callbacks import TrainerCallback
 
 log = logging.getLogger("stackft")
 TRIALS_FILE = "trials.jsonl"
@@ -71,21 +72,14 @@ def load_summaries(out_dir) -> list[dict]:
     return rows
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
+_write_json, _read_json = write_json, read_json  # the 0.1 names
 
 
 def _read_trial_summary(trial_dir: Path) -> dict | None:
     s = _read_json(trial_dir / TRIAL_FILE)
     if s is not None:
         return s
-    summ = _read_json(trial_dir / "summary.json")  # trial finished but trial.json not written (crash)
+    summ = RunDir(trial_dir).read_summary()  # trial finished but trial.json not written (crash)
     if summ is None:
         return None
     best = summ.get("best", {}).get("score")
@@ -98,8 +92,7 @@ def _read_trial_summary(trial_dir: Path) -> dict | None:
 
 
 def _position(trial_dir: Path) -> dict | None:
-    meta = _read_json(Path(trial_dir) / "last" / "meta.json")
-    return None if meta is None else meta.get("position")
+    return RunDir(trial_dir).last_position()
 
 
 def trial_id(init_seed: int, data_seed: int) -> str:
@@ -122,8 +115,8 @@ def _parse_grid(init_seeds, data_seeds) -> list[tuple[int, int]]:
     return grid
 
 
-class _Study:
-    """Shared state of one study: encoder/data reused across trials, the trials.jsonl writer."""
+class Study:
+    """One study folder: the encoder/data every trial reuses, the ``trials.jsonl`` writer, trial summaries."""
 
     def __init__(self, base_cfg: TrainConfig, out_dir, encoder=None, data=None):
         self.base = base_cfg
@@ -133,14 +126,15 @@ class _Study:
         self.encoder, self.data = encoder, data
         self.pretrained = None
         if encoder is not None:
-            self._snapshot()
+            self.snapshot_encoder()
         self._seen: set = set()
         if self.log_path.exists():
             for rec in load_trials(self.log_path):
                 self._seen.add(self._key(rec))
 
     # -- encoder restore -------------------------------------------------------------------
-    def _snapshot(self) -> None:
+    def snapshot_encoder(self) -> None:
+        """Keep the encoder's pretrained weights (on the CPU) for :meth:`restore_encoder`."""
         from stackft.modeling import pet
 
         if pet.is_attached(self.encoder):
@@ -148,7 +142,7 @@ class _Study:
         # on the CPU: a second copy of a large encoder on the accelerator would cost its memory
         self.pretrained = {k: v.detach().to("cpu", copy=True) for k, v in self.encoder.state_dict().items()}
 
-    def _restore(self) -> None:
+    def restore_encoder(self) -> None:
         """Pretrained weights back (phase 2 and PET change the shared encoder in place)."""
         if self.encoder is None:
             return
@@ -161,10 +155,13 @@ class _Study:
         self.encoder.train()
 
     def make_trainer(self, cfg: TrainConfig, trial: dict):
-        trainer = _trial_trainer_class()(cfg, study=self, trial=trial, encoder=self.encoder, data=self.data)
+        """A Trainer for ``trial`` on the shared encoder/data that logs every evaluation here."""
+        from stackft.training.trainer import Trainer
+
+        trainer = Trainer(cfg, encoder=self.encoder, data=self.data, callbacks=[TrialLogger(self, trial)])
         if self.encoder is None:  # first trial loaded them; every later trial reuses them
             self.encoder, self.data = trainer.encoder, trainer.data
-            self._snapshot()
+            self.snapshot_encoder()
         return trainer
 
     # -- trials.jsonl ----------------------------------------------------------------------
@@ -200,14 +197,14 @@ class _Study:
     def run(self, init_seed: int, data_seed: int, *, max_steps=None, stop_after_phase="base",
             probe_if_no_eval: bool = False):
         """One ``fit(resume=True)`` call of the trial; returns (summary, trainer)."""
-        from stackft.training.trainer import NonFiniteLoss
+        from stackft.training.step import NonFiniteLoss
 
         trial = self.trial_info(init_seed, data_seed)
         cfg = trial_config(self.base, init_seed, data_seed, self.out)
         cfg.max_steps_this_run = max_steps
         if stop_after_phase != "base":
             cfg.stop_after_phase = stop_after_phase
-        self._restore()
+        self.restore_encoder()
         trainer = self.make_trainer(cfg, trial)
         previous = self.summary(init_seed, data_seed) or {}
         t0 = time.perf_counter()
@@ -220,7 +217,7 @@ class _Study:
         wall = time.perf_counter() - t0 + float(previous.get("wall_time", 0.0))
         if probe_if_no_eval and not trainer.history and diverged is None:
             dev = trainer.evaluate("dev")  # no evaluation fell inside the budget: score the model as it is
-            self.append_eval(trial, {"phase": trainer.phases[min(trainer.pos.phase, len(trainer.phases) - 1)].name,
+            self.append_eval(trial, {"phase": trainer.current_phase.name,
                                      "step": trainer.pos.phase_step, "global_step": trainer.pos.global_step,
                                      "dev": dev}, event="probe")
             previous = {**previous, "probe_dev": dev[trainer.task.metric]}
@@ -266,7 +263,7 @@ class _Study:
     def done(self, init_seed: int, data_seed: int, stop_after_phase=None) -> bool:
         s = self.summary(init_seed, data_seed)
         d = self.trial_dir(init_seed, data_seed)
-        if (d / "summary.json").exists() or (s is not None and s.get("status") in DONE_STATUSES):
+        if RunDir(d).is_finished() or (s is not None and s.get("status") in DONE_STATUSES):
             return True
         if stop_after_phase is not None:
             pos = _position(d)
@@ -274,27 +271,18 @@ class _Study:
         return False
 
 
-_TRIAL_TRAINER = None
+class TrialLogger(TrainerCallback):
+    """Appends each evaluation of one trial to the study's ``trials.jsonl`` as it happens."""
+
+    def __init__(self, study: Study, trial: dict):
+        self.study, self.trial = study, trial
+
+    def on_evaluate(self, trainer, phase, record: dict) -> None:
+        if trainer.dist.is_main:
+            self.study.append_eval(self.trial, record)
 
 
-def _trial_trainer_class():
-    """A Trainer subclass that also appends each evaluation to the study's trials.jsonl as it happens
-    (defined lazily: importing stackft.trials does not import torch/transformers)."""
-    global _TRIAL_TRAINER
-    if _TRIAL_TRAINER is None:
-        from stackft.training.trainer import Trainer
-
-        class TrialTrainer(Trainer):
-            def __init__(self, cfg, *, study: _Study, trial: dict, **kw):
-                self._study, self._trial = study, trial
-                super().__init__(cfg, **kw)
-
-            def _log(self, record: dict) -> None:
-                super()._log(record)
-                self._study.append_eval(self._trial, record)
-
-        _TRIAL_TRAINER = TrialTrainer
-    return _TRIAL_TRAINER
+_Study = Study  # the 0.1 name
 
 
 def _phase_steps(trainer) -> dict:

@@ -12,7 +12,7 @@ no-op by default), in the spirit of Hugging Face's ``TrainerCallback`` and Light
 Order of the calls in one ``fit``::
 
     on_fit_start
-      per phase: on_phase_start, then per optimizer step on_step_end, at each evaluation
+      per phase: on_phase_start, then per optimizer step on_step_start and on_step_end, at each evaluation
                  on_evaluate, and after each checkpoint write on_save; on_phase_end
     on_fit_end              (only when the run finished; not when it paused or was interrupted)
 
@@ -37,6 +37,9 @@ class TrainerCallback:
 
     def on_phase_start(self, trainer, phase) -> None:
         """A phase (:class:`~stackft.training.strategies.Phase`) is set up and about to train."""
+
+    def on_step_start(self, trainer, phase, batch: dict) -> None:
+        """Before every optimizer step; ``batch`` is the collated batch (this rank's share)."""
 
     def on_step_end(self, trainer, phase, loss: float) -> None:
         """After every optimizer step; ``loss`` is the step's mean loss."""

@@ -1,6 +1,6 @@
 """Checkpoints: model weights as safetensors, config and metrics as JSON, trainer state for resume.
 
-A checkpoint is a folder ``{model.safetensors, meta.json[, state.pt]}`` written atomically (built
+A checkpoint is a folder ``{model.safetensors, meta.json[, state.pt]}`` (names: :mod:`stackft.run_dir`) written atomically (built
 in a temporary sibling, then renamed), so a crash never leaves a half-written checkpoint behind.
 A run folder also holds ``encoder/`` (the encoder's config and tokenizer) so a checkpoint can be
 loaded without the original encoder files.
@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
+
+from stackft.run_dir import ENCODER_DIR, META_FILE, STATE_FILE, WEIGHTS_FILE
 
 
 def _atomic_dir(target: Path, write) -> Path:
@@ -44,28 +46,33 @@ def save_checkpoint(path, model: torch.nn.Module, meta: dict, state: dict | None
     """Write ``model.safetensors``, ``meta.json`` and (for resume) ``state.pt`` into ``path``."""
 
     def write(tmp: Path):
-        save_model(model, str(tmp / "model.safetensors"))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        save_model(model, str(tmp / WEIGHTS_FILE))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         if state is not None:
-            torch.save(state, tmp / "state.pt")
+            torch.save(state, tmp / STATE_FILE)
 
     return _atomic_dir(Path(path), write)
 
 
 def load_weights(path, model: torch.nn.Module) -> None:
     """Load ``path/model.safetensors`` into ``model`` (strict)."""
-    f = Path(path) / "model.safetensors"
+    f = Path(path) / WEIGHTS_FILE
     if not f.exists():
-        raise FileNotFoundError(f"no model.safetensors in {path}")
+        raise FileNotFoundError(f"no {WEIGHTS_FILE} in {path}")
     missing, unexpected = load_model(model, str(f), strict=False)
     if missing or unexpected:
         raise RuntimeError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
+def has_weights(path) -> bool:
+    """Whether the checkpoint folder ``path`` holds model weights."""
+    return (Path(path) / WEIGHTS_FILE).exists()
+
+
 def read_meta(path) -> dict:
-    f = Path(path) / "meta.json"
+    f = Path(path) / META_FILE
     if not f.exists():
-        raise FileNotFoundError(f"{path} is not a stackft checkpoint (no meta.json)")
+        raise FileNotFoundError(f"{path} is not a stackft checkpoint (no {META_FILE})")
     return json.loads(f.read_text())
 
 
@@ -91,4 +98,4 @@ def save_encoder_files(encoder, run_dir) -> Path:
         if encoder.tokenizer is not None:
             encoder.tokenizer.save_pretrained(tmp)
 
-    return _atomic_dir(Path(run_dir) / "encoder", write)
+    return _atomic_dir(Path(run_dir) / ENCODER_DIR, write)

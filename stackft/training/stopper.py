@@ -1,4 +1,4 @@
-"""Phase stop rules (../shared/spec/methods.md §1.5).
+"""Phase stop rules: when a phase ends early, and which of its evaluations it ends on.
 
 ``gap`` (the paper's phase-1 rule): stop once the train score exceeds the validation score by more
 than ``gap_tol``, or the validation score has not improved for ``patience`` evaluations; the
@@ -6,6 +6,10 @@ phase-1 result is the last evaluation whose gap was still within ``gap_tol`` (el
 ``val_plateau``: stop after ``patience`` evaluations without improvement; result = best validation.
 ``fixed``: never stop early; result = the last evaluation.
 Scores are fractions in [0, 1] (accuracy, or entity F1 for NER).
+
+The gap rule is Wang et al. (2019, arXiv 1907.05338): phase 1 of stack-and-finetune stops while
+the head has fit the training data no better than the validation data; the paper leaves the
+exact point open. Every phase uses a :class:`PhaseStopper` (finetuning phases use ``fixed``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ MODES = ("gap", "val_plateau", "fixed")
 
 
 @dataclass
-class Phase1Stopper:
+class PhaseStopper:
     mode: str = "gap"
     gap_tol: float = 0.02
     patience: int = 3
@@ -68,3 +72,6 @@ class Phase1Stopper:
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
             setattr(self, k, [tuple(h) for h in v] if k == "history" else v)
+
+
+Phase1Stopper = PhaseStopper  # the 0.1 name; deprecated, removed in 0.3

@@ -1,17 +1,21 @@
 """The two-phase training loop.
 
-``Trainer(cfg).fit()`` runs the phases of ``cfg.strategy`` (stackft.strategies): for each phase it
-freezes or unfreezes the encoder, builds fresh parameter groups, optimizer and schedule, trains
-with evaluations ``evals_per_epoch`` times an epoch, applies the phase's stop rule, and keeps:
+``Trainer(cfg).fit()`` runs the phases of ``cfg.strategy`` (:mod:`stackft.training.strategies`):
+for each phase it freezes or unfreezes the encoder, builds fresh parameter groups, optimizer and
+schedule, trains with evaluations ``evals_per_epoch`` times an epoch, applies the phase's stop
+rule, and keeps (file names: :mod:`stackft.run_dir`):
 
 - ``best/``: the best dev checkpoint of the final phase (the model the strategy produces);
-- ``phase1_end/``: the phase-2 initialisation (two-phase strategies);
+- ``{phase}_end/``: the next phase's initialisation (two-phase strategies);
 - ``last/``: model + optimizer + scheduler + RNG + sampler position, for ``resume=True``;
 - ``metrics.jsonl`` (one line per evaluation) and ``summary.json``.
 
-A non-finite loss stops the run with :class:`NonFiniteLoss`; the last good checkpoint is kept.
-While the encoder is frozen its features can come from a :mod:`stackft.cache` feature cache
-instead of running it every step (``cfg.cache``).
+Extension points are :class:`~stackft.training.callbacks.TrainerCallback` hooks
+(``Trainer(cfg, callbacks=[...])``); one optimizer step is :func:`stackft.training.step.train_step`.
+
+A non-finite loss stops the run with :class:`~stackft.training.step.NonFiniteLoss`; the last good
+checkpoint is kept. While the encoder is frozen its features can come from a feature cache
+(:mod:`stackft.cache`) instead of running it every step (``cfg.cache``).
 
 Under ``torchrun`` (WORLD_SIZE > 1) the same loop runs data-parallel with
 DistributedDataParallel (see :mod:`stackft.distributed`): ``batch_size`` is the global batch, the
@@ -23,40 +27,48 @@ master weights and optimizer state); ``grad_accum=k`` splits every batch into k 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from stackft import distributed as D
+from stackft.cache.build import cache_root
 from stackft.cache.prefetch import prefetch
-from stackft.cache.source import check_placement
+from stackft.cache.source import CachedFeatures, check_placement
 from stackft.config import TrainConfig
 from stackft.data.pipeline import TaskData, load_task_data
 from stackft.data.subset import SubsetView
 from stackft.modeling.encoders import Encoder, load_encoder
-from stackft.modeling.heads import build_head
+from stackft.modeling.heads import build_head, head_pair_input
 from stackft.modeling.model import StackModel, task_loss
+from stackft.run_dir import STATE_FILE, RunDir
 from stackft.tasks import get_task
 from stackft.training import checkpoint as ckpt
+from stackft.training import strategies
+from stackft.training.callbacks import CallbackList, TrainerCallback
 from stackft.training.evaluation import predict
-from stackft.training.loaders import loader, to_device
-from stackft.training.optim import build_param_groups, clip_gradients, make_optimizer, make_scheduler
+from stackft.training.loaders import loader
+from stackft.training.optim import build_param_groups, make_optimizer, make_scheduler
 from stackft.training.scoring import score
-from stackft.training.stopper import Phase1Stopper
+from stackft.training.step import NonFiniteLoss, labelled_count, split_batch, train_step
+from stackft.training.stopper import PhaseStopper
 from stackft.training.strategies import Phase, default_head, plan_phases
+
+__all__ = ["Trainer", "TrainerCallback", "NonFiniteLoss", "build_model", "load_trained", "resolve_device",
+           "resolve_precision", "resolve_pair_mode", "split_batch", "labelled_count"]
 
 log = logging.getLogger("stackft")
 
 
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
+class ConfigWarning(UserWarning):
+    """A setting that has no effect with the chosen strategy."""
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
@@ -79,17 +91,24 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     raise ValueError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
 
 
-def split_batch(batch: dict, k: int) -> list[dict]:
-    """``batch`` cut into at most ``k`` micro-batches along dim 0 (lists are cut alike)."""
-    n = len(batch["labels"])
-    k = max(1, min(k, n))
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    return [{key: v[a:b] for key, v in batch.items()} for a, b in zip(bounds, bounds[1:])]
+def resolve_head(cfg: TrainConfig) -> str:
+    """The head ``cfg`` trains: ``cfg.head``, else the strategy's default for the task."""
+    return cfg.head or default_head(cfg.strategy, get_task(cfg.task))
 
 
-def labelled_count(labels: torch.Tensor) -> torch.Tensor:
-    """Items the loss averages over: labelled tokens (token level) or examples."""
-    return (labels != -100).sum() if labels.dim() > 1 else torch.tensor(labels.numel(), device=labels.device)
+def resolve_pair_mode(cfg: TrainConfig) -> str:
+    """Pair encoding: ``cfg.pair_mode``, else siamese for heads that take two sequences, else joint."""
+    return cfg.pair_mode or ("siamese" if head_pair_input(resolve_head(cfg)) else "joint")
+
+
+def load_run_data(cfg: TrainConfig, tokenizer) -> TaskData:
+    """Read and encode the train/dev data ``cfg`` names, as :class:`Trainer` does."""
+    if cfg.train_path is None:
+        raise ValueError("TrainConfig.train_path is required (or pass data=)")
+    return load_task_data(cfg.task, cfg.train_path, cfg.dev_path, tokenizer=tokenizer, max_length=cfg.max_length,
+                          pair_mode=resolve_pair_mode(cfg), dev_size=cfg.dev_size, split_seed=cfg.split_seed,
+                          max_train=cfg.max_train, max_dev=cfg.max_dev, on_error=cfg.on_error,
+                          max_line_chars=cfg.max_line_chars)
 
 
 class _TrainForward(torch.nn.Module):
@@ -98,7 +117,7 @@ class _TrainForward(torch.nn.Module):
     def __init__(self, trainer: "Trainer"):
         super().__init__()
         self.model = trainer.model
-        self._features = trainer._features  # a bound method, not a submodule
+        self._features = trainer.features_for  # a bound method, not a submodule
 
     def forward(self, batch):
         return self.model.forward_features(self._features(batch, "train"))
@@ -107,16 +126,17 @@ class _TrainForward(torch.nn.Module):
 def build_model(cfg: TrainConfig, encoder: Encoder, num_labels: int) -> StackModel:
     """Encoder + the strategy's head, the head initialised under ``cfg.init_seed``."""
     task = get_task(cfg.task)
-    head_name = cfg.head or default_head(cfg.strategy, task)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
-        head = build_head(head_name, encoder.hidden_size, num_labels, level=task.level,
+        head = build_head(resolve_head(cfg), encoder.hidden_size, num_labels, level=task.level,
                           dropout=cfg.dropout, **cfg.head_options)
     return StackModel(encoder, head)
 
 
 @dataclass
-class _Position:
+class Position:
+    """Where the run is: phase index, epoch and batch within it, and step counters."""
+
     phase: int = 0
     epoch: int = 0
     batch: int = 0  # batches done in this epoch
@@ -124,14 +144,35 @@ class _Position:
     global_step: int = 0
 
 
+_Position = Position  # the 0.1 name
+
+
+@dataclass
+class _PhaseRun:
+    """Everything one phase builds: optimizer, schedule, stop rule, loader."""
+
+    phase: Phase
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    stopper: PhaseStopper
+    loader: torch.utils.data.DataLoader
+    sampler: object
+    epoch_steps: list
+    t0: float = 0.0
+    stop: bool = False
+    extra: dict = field(default_factory=dict)
+
+
 class Trainer:
     """Runs one configuration end to end. ``encoder``/``data`` may be passed in pre-built.
 
     A passed-in encoder is trained in place (phase 2). Strategies that restart from the pretrained
     weights (eh-ft) snapshot the encoder as it is when the Trainer is built, so pass a pristine one.
+    ``callbacks``: :class:`~stackft.training.callbacks.TrainerCallback` instances, called in order.
     """
 
-    def __init__(self, cfg: TrainConfig, *, encoder: Encoder | None = None, data: TaskData | None = None):
+    def __init__(self, cfg: TrainConfig, *, encoder: Encoder | None = None, data: TaskData | None = None,
+                 callbacks=()):
         self.cfg = cfg
         self.task = get_task(cfg.task)
         self.dist = D.init(cfg.device)
@@ -142,68 +183,80 @@ class Trainer:
         check_placement(cfg.cache_placement)
         if cfg.cache_prefetch is not None and cfg.cache_prefetch < 0:
             raise ValueError(f"cache_prefetch must be >= 0, got {cfg.cache_prefetch}")
-        self.out = Path(cfg.output_dir)
-        self.encoder = encoder or load_encoder(cfg.encoder, layers=cfg.layers, dropout=cfg.dropout)
-        self.head_name = cfg.head or default_head(cfg.strategy, self.task)
-        if data is None:
-            if cfg.train_path is None:
-                raise ValueError("TrainConfig.train_path is required (or pass data=)")
-            from stackft.modeling.heads import head_pair_input
-
-            pair_mode = cfg.pair_mode or ("siamese" if head_pair_input(self.head_name) else "joint")
-            data = load_task_data(cfg.task, cfg.train_path, cfg.dev_path, tokenizer=self.encoder.tokenizer,
-                                  max_length=cfg.max_length, pair_mode=pair_mode, dev_size=cfg.dev_size,
-                                  split_seed=cfg.split_seed, max_train=cfg.max_train, max_dev=cfg.max_dev,
-                                  on_error=cfg.on_error, max_line_chars=cfg.max_line_chars)
-        self.data = data
-        self.model = build_model(cfg, self.encoder, len(data.vocab)).to(self.device)
-        if self.model.pair_input != (data.train.kind == "pairs-siamese"):
-            raise ValueError(f"head {self.head_name!r} needs {'siamese' if self.model.pair_input else 'joint'} "
-                             f"pair encoding, data was encoded as {data.train.kind}")
         self.phases = plan_phases(cfg.strategy, cfg)
         if sum(p.epochs for p in self.phases) < 1:
             raise ValueError(f"strategy {cfg.strategy!r} with these epoch settings trains for 0 epochs")
+        ignored = getattr(strategies, "ignored_settings", None)
+        for msg in (ignored(cfg) if ignored is not None else []):
+            warnings.warn(msg, ConfigWarning, stacklevel=2)
+        self.callbacks = CallbackList(callbacks)
+        self.run_dir = RunDir(cfg.output_dir)
+        self.out = self.run_dir.root
+        self.encoder = encoder or load_encoder(cfg.encoder, layers=cfg.layers, dropout=cfg.dropout)
+        self.head_name = resolve_head(cfg)
+        self.data = data if data is not None else load_run_data(cfg, self.encoder.tokenizer)
+        self.model = build_model(cfg, self.encoder, len(self.data.vocab)).to(self.device)
+        if self.model.pair_input != (self.data.train.kind == "pairs-siamese"):
+            raise ValueError(f"head {self.head_name!r} needs {'siamese' if self.model.pair_input else 'joint'} "
+                             f"pair encoding, data was encoded as {self.data.train.kind}")
         # best/ is chosen among the evaluations of the phase whose model the strategy produces
         # (phase 2 of two-phase strategies), never a phase-1 head the run went past
         self.final_phase = max(i for i, p in enumerate(self.phases) if p.epochs > 0)
-        self.pos = _Position()
-        self._forward = self._ddp = None  # set per phase in _run_phase
+        self.pos = Position()
+        self._forward = self._ddp = None  # set per phase
         self._saved_last = False
+        self._stop_request: str | None = None
         self.best = {"score": -math.inf}
         self.phase_times: dict[str, float] = {}
         self.history: list[dict] = []
-        n_sub = min(len(data.train), max(len(data.dev), 1))
-        self.train_probe = sorted(random.Random(cfg.data_seed).sample(range(len(data.train)), n_sub))
+        n_sub = min(len(self.data.train), max(len(self.data.dev), 1))
+        self.train_probe = sorted(random.Random(cfg.data_seed).sample(range(len(self.data.train)), n_sub))
         self.features = None  # set per phase: a cache-backed feature source, or None (live encoder)
         self._pretrained = None
         if any(p.reload_encoder for p in self.phases):  # EH-FT restarts phase 2 from these weights
             self._pretrained = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
 
+    # -- public controls ----------------------------------------------------------------------
+    def request_phase_stop(self, reason: str) -> None:
+        """End the current phase after this step, as if its stop rule had fired (for callbacks)."""
+        self._stop_request = str(reason)
+
+    @property
+    def current_phase(self) -> Phase:
+        return self.phases[min(self.pos.phase, len(self.phases) - 1)]
+
     # -- features ---------------------------------------------------------------------------
-    def _features(self, batch: dict, split: str) -> dict:
+    def features_for(self, batch: dict, split: str) -> dict:
+        """The head's input for ``batch``: from the phase's feature cache, else the live encoder."""
         if self.features is not None:
             return self.features(batch, split)
         return self.model.features(batch)
+
+    _features = features_for  # the 0.1 name
 
     def _setup_features(self, phase: Phase) -> None:
         self.features = None
         if phase.train_encoder or phase.pet or self.cfg.cache == "off":
             return
-        from stackft.cache.source import CachedFeatures
-
-        self.features = CachedFeatures.for_run(self)
+        cfg = self.cfg
+        self.features = CachedFeatures.for_data(
+            self.encoder, self.data, pair_input=self.model.pair_input, root=cache_root(cfg.cache),
+            dtype=cfg.cache_dtype, device=self.device, placement=cfg.cache_placement,
+            batch_size=cfg.eval_batch_size, progress=cfg.progress and self.dist.is_main, dist=self.dist)
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, split: str = "dev") -> dict:
+    def evaluate(self, split: str = "dev", *, live: bool = False) -> dict:
         """Metrics on dev, or on the fixed train probe (``split="train"``) used by the gap rule.
 
-        Under DDP each rank predicts a strided share; the predictions are gathered and every
-        rank scores the whole set (so every rank takes the same stop decisions).
+        ``live=True`` runs the encoder even while a feature cache is set (e.g. to score a model
+        whose encoder differs from the cached one). Under DDP each rank predicts a strided share;
+        the predictions are gathered and every rank scores the whole set (so every rank takes the
+        same stop decisions).
         """
         base = self.data.dev if split == "dev" else self.data.train
         indices = list(range(len(base))) if split == "dev" else self.train_probe
         mine = D.shard(indices, self.dist)
-        features = (lambda b: self.features(b, split)) if self.features is not None else None
+        features = (lambda b: self.features(b, split)) if self.features is not None and not live else None
         with self._autocast():
             preds = predict(self.model, SubsetView(base, mine), self.task, self.data.vocab,
                             batch_size=self.cfg.eval_batch_size, device=self.device, features=features)
@@ -231,28 +284,29 @@ class Trainer:
             "position": vars(self.pos).copy(),
         }
 
-    def _save_last(self, optimizer, scheduler, stopper) -> None:
+    def _save_last(self, run: _PhaseRun | None) -> None:
         rngs = D.all_gather_objects(self.dist, ckpt.rng_state())  # every rank's, for an exact resume
         self._saved_last = True
         if not self.dist.is_main:
             return
         state = {  # optimizer None: saved at a phase boundary
             "position": vars(self.pos).copy(),
-            "optimizer": optimizer.state_dict() if optimizer else None,
-            "scheduler": scheduler.state_dict() if scheduler else None,
-            "stopper": stopper.state_dict() if stopper else None,
+            "optimizer": run.optimizer.state_dict() if run else None,
+            "scheduler": run.scheduler.state_dict() if run else None,
+            "stopper": run.stopper.state_dict() if run else None,
             "best": self.best,
             "phase_times": self.phase_times,
             "history": self.history,
             "rng": rngs[0],
             "rng_ranks": rngs,
         }
-        self._save(self.out / "last", self._meta(), state)
+        self._save("last", self.run_dir.last, self._meta(), state)
 
-    def _save(self, path, meta, state=None) -> None:
-        """Rank 0 writes a checkpoint (atomically); other ranks do nothing."""
+    def _save(self, kind: str, path, meta, state=None) -> None:
+        """Rank 0 writes a checkpoint (atomically); other ranks do nothing. Every rank calls on_save."""
         if self.dist.is_main:
             ckpt.save_checkpoint(path, self.model, meta, state)
+        self.callbacks("on_save", self, kind, Path(path))
 
     def _load(self, path) -> None:
         D.barrier(self.dist)  # rank 0 may have just written it
@@ -260,57 +314,41 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         self.history.append(record)
-        if not self.dist.is_main:
-            return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            self.run_dir.append_metric(record)
 
     # -- the loop ---------------------------------------------------------------------------
     def _check_resume_config(self) -> None:
         """Resuming must not mix settings: a run saved with another training config is refused."""
-        path = self.out / "config.json"
-        if not path.exists():
+        saved = self.run_dir.read_config()
+        if saved is None:
             return
-        saved = json.loads(path.read_text())
         changed = self.cfg.changed_for_resume(saved)
         if changed:
             now = self.cfg.to_dict()
             what = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in changed)
             raise ValueError(f"cannot resume {self.out}: it was trained with other settings ({what}). "
-                             f"Resume with the saved settings ({path}), or train into another output_dir.")
+                             f"Resume with the saved settings ({self.run_dir.config}), or train into another "
+                             f"output_dir.")
 
     def fit(self, resume: bool = False) -> dict:
         """Train all phases; returns the summary (also written to ``summary.json``)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        state = None
-        if resume and (self.out / "last" / "state.pt").exists():
-            self._check_resume_config()
-            state = torch.load(self.out / "last" / "state.pt", weights_only=False)
-            self.pos = _Position(**state["position"])
-            if self.phases[self.pos.phase].pet and state["optimizer"] is not None:
-                self._attach_pet(self.phases[self.pos.phase])  # the saved weights include the PET modules
-            ckpt.load_weights(self.out / "last", self.model)
-            self.best, self.phase_times, self.history = state["best"], state["phase_times"], state["history"]
-            ranks = state.get("rng_ranks") or [state["rng"]]
-            if len(ranks) == self.dist.world_size:
-                state["rng"] = ranks[self.dist.rank]
-            self._saved_last = True
+        state = self._resume() if resume and (self.run_dir.last / STATE_FILE).exists() else None
+        if state is None:
             if self.dist.is_main:
-                self._rewrite_log()
-            log.info("resuming from %s at %s", self.out / "last", self.pos)
-        else:
-            if self.dist.is_main:
-                (self.out / "metrics.jsonl").unlink(missing_ok=True)
-                (self.out / "config.json").write_text(self.cfg.to_json())
+                self.run_dir.metrics.unlink(missing_ok=True)
+                self.run_dir.config.write_text(self.cfg.to_json())
                 ckpt.save_encoder_files(self.encoder, self.out)
             torch.manual_seed(self.cfg.data_seed + self.dist.rank)  # dropout follows the data seed
         D.barrier(self.dist)
+        self.callbacks("on_fit_start", self, resumed=state is not None)
         steps_left = self.cfg.max_steps_this_run
         for p_idx, phase in enumerate(self.phases):
             if p_idx < self.pos.phase:
                 continue
             if p_idx > self.pos.phase:
-                self.pos = _Position(phase=p_idx, global_step=self.pos.global_step)
+                self.pos = Position(phase=p_idx, global_step=self.pos.global_step)
             if state is not None and state["optimizer"] is None:
                 state = None  # saved at a phase boundary: the phase starts fresh
             finished, steps_left = self._run_phase(phase, state, steps_left)
@@ -318,10 +356,30 @@ class Trainer:
             if not finished:
                 return {"status": "interrupted", "position": vars(self.pos).copy()}
             if self.cfg.stop_after_phase == p_idx and p_idx + 1 < len(self.phases):
-                self.pos = _Position(phase=p_idx + 1, global_step=self.pos.global_step)
-                self._save_last(None, None, None)
+                self.pos = Position(phase=p_idx + 1, global_step=self.pos.global_step)
+                self._save_last(None)
                 return {"status": "paused", "position": vars(self.pos).copy()}
-        return self._finish()
+        summary = self._finish()
+        self.callbacks("on_fit_end", self, summary)
+        return summary
+
+    def _resume(self) -> dict:
+        """Load ``last/``: weights, position, history; returns the saved trainer state."""
+        self._check_resume_config()
+        state = torch.load(self.run_dir.last / STATE_FILE, weights_only=False)
+        self.pos = Position(**state["position"])
+        if self.phases[self.pos.phase].pet and state["optimizer"] is not None:
+            self._attach_pet(self.phases[self.pos.phase])  # the saved weights include the PET modules
+        ckpt.load_weights(self.run_dir.last, self.model)
+        self.best, self.phase_times, self.history = state["best"], state["phase_times"], state["history"]
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) == self.dist.world_size:
+            state["rng"] = ranks[self.dist.rank]
+        self._saved_last = True
+        if self.dist.is_main:
+            self.run_dir.write_metrics(self.history)
+        log.info("resuming from %s at %s", self.run_dir.last, self.pos)
+        return state
 
     def _attach_pet(self, phase: Phase) -> None:
         from stackft.modeling import pet
@@ -329,13 +387,9 @@ class Trainer:
         pet.attach(self.model.encoder, phase.pet, seed=self.cfg.init_seed)
         self.model.to(self.device)
 
-    def _rewrite_log(self) -> None:
-        with open(self.out / "metrics.jsonl", "w") as f:
-            for rec in self.history:
-                f.write(json.dumps(rec) + "\n")
-
-    def _run_phase(self, phase: Phase, state: dict | None, steps_left: int | None):
-        cfg, model = self.cfg, self.model
+    def _enter_phase(self, phase: Phase, state: dict | None) -> None:
+        """Encoder weights, freezing, PET modules and the feature source the phase trains with."""
+        model = self.model
         if phase.reload_encoder and state is None and self.pos.phase_step == 0:
             model.encoder.load_state_dict(self._pretrained)
         if phase.train_encoder:
@@ -348,7 +402,11 @@ class Trainer:
         self._setup_features(phase)
         if self.features is not None:
             self.phase_times[f"{phase.name}_cache"] = time.perf_counter() - t_cache
-        groups = build_param_groups(model, head_lr=phase.head_lr, encoder_lr=phase.encoder_lr,
+
+    def _build_phase(self, phase: Phase, state: dict | None) -> _PhaseRun:
+        """Fresh parameter groups, optimizer, loader, schedule and stop rule (restored from ``state``)."""
+        cfg = self.cfg
+        groups = build_param_groups(self.model, head_lr=phase.head_lr, encoder_lr=phase.encoder_lr,
                                     weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
         optimizer = make_optimizer(groups, kind=cfg.optimizer, lr=phase.head_lr)
         train_dl = loader(self.data.train, cfg.batch_size, self.encoder.pad_id, shuffle=True,
@@ -361,122 +419,140 @@ class Trainer:
         # with max_tokens the number of batches differs between epochs
         epoch_steps = [sampler.num_batches(e) for e in range(phase.epochs)]
         scheduler = make_scheduler(optimizer, cfg.schedule, total_steps=sum(epoch_steps), warmup_proportion=cfg.warmup)
-        stopper = Phase1Stopper(mode=phase.stop_mode, gap_tol=cfg.gap_tol, patience=cfg.patience,
-                                min_steps=min(self._eval_points(epoch_steps[0])) if epoch_steps else 0)
-        # what a train step calls; under DDP the wrapper built for this phase's trainable params
+        stopper = PhaseStopper(mode=phase.stop_mode, gap_tol=cfg.gap_tol, patience=cfg.patience,
+                               min_steps=min(self._eval_points(epoch_steps[0])) if epoch_steps else 0)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            stopper.load_state_dict(state["stopper"])
+            ckpt.set_rng_state(state["rng"])
+        return _PhaseRun(phase, optimizer, scheduler, stopper, train_dl, sampler, epoch_steps)
+
+    def _wrap_forward(self) -> None:
+        """What a train step calls; under DDP the wrapper built for this phase's trainable params."""
         self._forward, self._ddp = _TrainForward(self), None
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._ddp = self._forward = DistributedDataParallel(self._forward, device_ids=ids)
-        chosen_path = self.out / f"{phase.name}_chosen"
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            stopper.load_state_dict(state["stopper"])
-            ckpt.set_rng_state(state["rng"])
-        t0 = time.perf_counter() - self.phase_times.get(phase.name, 0.0)
-        model.train()
-        stop = bool(stopper.reason)  # a resumed run whose stop rule had already fired
+
+    def _run_phase(self, phase: Phase, state: dict | None, steps_left: int | None):
+        """Train one phase; returns (finished, steps_left). Not finished = the step budget ran out."""
+        self._enter_phase(phase, state)
+        run = self._build_phase(phase, state)
+        self._wrap_forward()
+        self._stop_request = None
+        run.t0 = time.perf_counter() - self.phase_times.get(phase.name, 0.0)
+        self.model.train()
+        run.stop = bool(run.stopper.reason)  # a resumed run whose stop rule had already fired
+        self.callbacks("on_phase_start", self, phase)
+        finished, steps_left = self._run_epochs(run, steps_left)
+        if not finished:
+            return False, steps_left
+        self._exit_phase(run)
+        return True, steps_left
+
+    def _run_epochs(self, run: _PhaseRun, steps_left: int | None):
+        cfg, phase = self.cfg, run.phase
         depth = cfg.cache_prefetch if cfg.cache_prefetch is not None else 2 * (self.device.type == "cuda")
-        for epoch in range(self.pos.epoch, phase.epochs if not stop else 0):
+        for epoch in range(self.pos.epoch, phase.epochs if not run.stop else 0):
             self.pos.epoch = epoch
-            steps_per_epoch = epoch_steps[epoch]
+            steps_per_epoch = run.epoch_steps[epoch]
             eval_points = self._eval_points(steps_per_epoch)
-            sampler.set_epoch(epoch, self.pos.batch)
-            batches = train_dl
+            run.sampler.set_epoch(epoch, self.pos.batch)
+            batches = run.loader
             if self.features is not None and depth > 0:
                 # on a GPU the next batches' features are gathered on a side stream during this step
-                batches = prefetch(train_dl, lambda b: self.features(b, "train"), self.device, depth=depth)
+                batches = prefetch(run.loader, lambda b: self.features(b, "train"), self.device, depth=depth)
             bar = tqdm(batches, total=steps_per_epoch, initial=self.pos.batch, disable=not cfg.progress,
                        desc=f"{phase.name} epoch {epoch + 1}/{phase.epochs}", leave=False, dynamic_ncols=True)
             for batch in bar:
                 if steps_left is not None and steps_left <= 0:
                     bar.close()
-                    self.phase_times[phase.name] = time.perf_counter() - t0
-                    self._save_last(optimizer, scheduler, stopper)
+                    self.phase_times[phase.name] = time.perf_counter() - run.t0
+                    self._save_last(run)
                     return False, steps_left
-                lr = scheduler.get_last_lr()[0]  # the lr this step uses
-                loss = self._train_step(batch, optimizer, scheduler)
+                lr = run.scheduler.get_last_lr()[0]  # the lr this step uses
+                self.callbacks("on_step_start", self, phase, batch)
+                loss = self._train_step(batch, run)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 self.pos.batch += 1
                 self.pos.phase_step += 1
                 self.pos.global_step += 1
                 if steps_left is not None:
                     steps_left -= 1
+                self.callbacks("on_step_end", self, phase, loss)
                 if self.pos.batch in eval_points:
                     epochs_done = epoch + self.pos.batch / steps_per_epoch
                     if self.pos.batch == steps_per_epoch:
                         self.pos.epoch, self.pos.batch = epoch + 1, 0
-                    self.phase_times[phase.name] = time.perf_counter() - t0
-                    stop = self._evaluate_and_checkpoint(phase, stopper, loss, chosen_path, epochs_done)
-                    self._save_last(optimizer, scheduler, stopper)
-                    if stop:
+                    self.phase_times[phase.name] = time.perf_counter() - run.t0
+                    run.stop = self._evaluate_and_checkpoint(run, loss, epochs_done)
+                    run.stop = self._take_stop_request(run) or run.stop
+                    self._save_last(run)
+                    if run.stop:
                         break
+                elif self._take_stop_request(run):
+                    run.stop = True
+                    self.phase_times[phase.name] = time.perf_counter() - run.t0
+                    self._save_last(run)
+                    break
                 elif cfg.save_every and self.pos.global_step % cfg.save_every == 0:
-                    self.phase_times[phase.name] = time.perf_counter() - t0
-                    self._save_last(optimizer, scheduler, stopper)
+                    self.phase_times[phase.name] = time.perf_counter() - run.t0
+                    self._save_last(run)
             bar.close()
             self.pos.batch = 0
-            if stop:
-                tqdm.write(f"[{phase.name}] stopped early: {stopper.reason}")
+            if run.stop:
+                tqdm.write(f"[{phase.name}] stopped early: {run.stopper.reason}")
                 break
+        return True, steps_left
+
+    def _take_stop_request(self, run: _PhaseRun) -> bool:
+        if self._stop_request is None:
+            return False
+        run.stopper.reason = f"stopped by a callback: {self._stop_request}"
+        self._stop_request = None
+        return True
+
+    def _exit_phase(self, run: _PhaseRun) -> None:
+        phase, stopper = run.phase, run.stopper
         D.barrier(self.dist)
-        if phase.restore_chosen and (chosen_path / "model.safetensors").exists():
-            self._load(chosen_path)
-            tqdm.write(f"[{phase.name}] ends on the evaluation at step {stopper.chosen_step} (stop rule: {phase.stop_mode})")
-        self.phase_times[phase.name] = time.perf_counter() - t0
+        chosen = self.run_dir.chosen(phase.name)
+        if phase.restore_chosen and ckpt.has_weights(chosen):
+            self._load(chosen)
+            tqdm.write(f"[{phase.name}] ends on the evaluation at step {stopper.chosen_step} "
+                       f"(stop rule: {phase.stop_mode})")
+        self.phase_times[phase.name] = time.perf_counter() - run.t0
         if phase.pet:
             from stackft.modeling import pet
 
-            pet.detach(model.encoder, phase.pet)
+            pet.detach(self.model.encoder, phase.pet)
         if phase.restore_chosen:
-            self._save(self.out / f"{phase.name}_end", self._meta({"stop_reason": stopper.reason}))
+            self._save("phase_end", self.run_dir.phase_end(phase.name), self._meta({"stop_reason": stopper.reason}))
         self._forward = self._ddp = None
-        return True, steps_left
+        self.callbacks("on_phase_end", self, phase, stopper)
 
     def _eval_points(self, steps_per_epoch: int) -> set:
         n_evals = max(1, min(self.cfg.evals_per_epoch, steps_per_epoch))
         return {round(k * steps_per_epoch / n_evals) for k in range(1, n_evals + 1)}
 
-    def _train_step(self, batch, optimizer, scheduler) -> float:
-        """One optimizer step over ``batch`` (this rank's share), in ``grad_accum`` micro-batches.
-
-        Each micro-batch's summed loss is divided by the global number of labelled items (times
-        the world size, which DDP's gradient averaging divides out), so the gradient equals that
-        of the mean loss over the whole global batch. Returns that mean loss.
-        """
-        batch = to_device(batch, self.device)
-        n_global = D.all_reduce_sum(self.dist, labelled_count(batch["labels"]).float()).clamp(min=1)
-        micro = split_batch(batch, self.cfg.grad_accum)
-        total = torch.zeros((), device=self.device)
-        for i, mb in enumerate(micro):
-            last = i == len(micro) - 1
-            sync = contextlib.nullcontext() if self._ddp is None or last else self._ddp.no_sync()
-            with sync:
-                with self._autocast():
-                    logits = self._forward(mb)
-                loss_sum = task_loss(logits, mb["labels"], reduction="sum")
-                (loss_sum * (self.dist.world_size / n_global)).backward()
-            total += loss_sum.detach()
-        loss = D.all_reduce_sum(self.dist, total) / n_global
-        if not torch.isfinite(loss):
-            where = (f"the last good checkpoint is in {self.out / 'last'} (resume with resume=True after fixing "
+    def _train_step(self, batch, run: _PhaseRun) -> float:
+        """One optimizer step (:func:`~stackft.training.step.train_step`) with the run's settings."""
+        cfg = self.cfg
+        try:
+            return train_step(self._forward, batch, run.optimizer, run.scheduler, params=self.model.parameters(),
+                              grad_accum=cfg.grad_accum, clip=cfg.clip, clip_mode=cfg.clip_mode,
+                              amp_dtype=self.amp_dtype, device=self.device, dist=self.dist, ddp=self._ddp,
+                              loss_fn=task_loss)
+        except NonFiniteLoss as exc:
+            where = (f"the last good checkpoint is in {self.run_dir.last} (resume with resume=True after fixing "
                      f"the cause, e.g. a lower learning rate)") if self._saved_last else \
                 "no checkpoint of this run was written yet"
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at phase {self.pos.phase} "
-                                f"step {self.pos.phase_step}; {where}")
-        if self.cfg.clip:
-            clip_gradients(self.model.parameters(), self.cfg.clip, self.cfg.clip_mode)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+            raise NonFiniteLoss(f"{exc} at phase {self.pos.phase} step {self.pos.phase_step}; {where}") from None
 
-    def _evaluate_and_checkpoint(self, phase: Phase, stopper: Phase1Stopper, loss: float, chosen_path: Path,
-                                 epochs_done: float) -> bool:
+    def _evaluate_and_checkpoint(self, run: _PhaseRun, loss: float, epochs_done: float) -> bool:
+        phase, stopper = run.phase, run.stopper
         dev = self.evaluate("dev")
         train = self.evaluate("train") if phase.stop_mode == "gap" else None
         key = self.task.metric
@@ -488,12 +564,13 @@ class Trainer:
         prev_chosen = stopper.chosen
         stop = stopper.update(self.pos.phase_step, None if train is None else train[key], dev[key])
         if phase.restore_chosen and stopper.chosen != prev_chosen:
-            self._save(chosen_path, self._meta(dev))
+            self._save("chosen", self.run_dir.chosen(phase.name), self._meta(dev))
         if dev[key] > self.best["score"] and phase is self.phases[self.final_phase]:
             self.best = {"score": dev[key], "phase": phase.name, "step": self.pos.phase_step, "dev": dev}
-            self._save(self.out / "best", self._meta(dev))
+            self._save("best", self.run_dir.best, self._meta(dev))
             record["best"] = True
         self._log(record)
+        self.callbacks("on_evaluate", self, phase, record)
         gap = "" if train is None else f" train {key} {train[key]:.4f}"
         if self.dist.is_main:
             tqdm.write(f"[{phase.name}] epoch {epochs_done:.2f} step {self.pos.phase_step}: loss {loss:.4f} "
@@ -501,7 +578,7 @@ class Trainer:
         return stop
 
     def _finish(self) -> dict:
-        self._load(self.out / "best")
+        self._load(self.run_dir.best)
         summary = {
             "status": "finished",
             "strategy": self.cfg.strategy,
@@ -517,18 +594,22 @@ class Trainer:
             "skipped_input": self.data.skipped,
         }
         if self.dist.is_main:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            self.run_dir.write_summary(summary)
         return summary
 
 
 def load_trained(path, *, device: str = "cpu") -> tuple[StackModel, dict]:
-    """Rebuild a model from a checkpoint folder written by :class:`Trainer` (e.g. ``run/best``)."""
+    """Rebuild a model from a checkpoint folder written by :class:`Trainer` (e.g. ``run/best``).
+
+    Returns ``(model in eval mode on device, meta)``; the encoder's config and tokenizer come from
+    the run folder's ``encoder/``, the weights from the checkpoint.
+    """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     path = Path(path)
     meta = ckpt.read_meta(path)
     cfg = TrainConfig.from_dict(meta["config"])
-    enc_dir = path.parent / "encoder"
+    enc_dir = RunDir.of_checkpoint(path).encoder
     if not enc_dir.exists():
         raise FileNotFoundError(f"{enc_dir} missing: expected a run folder written by stackft train")
     config = AutoConfig.from_pretrained(enc_dir)
