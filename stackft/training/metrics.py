@@ -1,4 +1,13 @@
-"""Task metrics (spec §4): seqeval entity F1 for NER, accuracy and F1 for classification/pairs."""
+"""Task metrics: seqeval entity F1 for NER, accuracy and F1 for classification/pairs, with standard errors.
+
+Every score dict also carries the standard error of its selection metric, so that rules which
+compare two scores (the noise-aware gap rule, :mod:`stackft.training.stopper`) know how much of a
+difference is noise at the sample sizes actually used:
+
+- ``accuracy_se``: binomial, ``sqrt(acc (1 - acc) / n)``;
+- ``f1_se`` (NER): bootstrap over sentences (entity counts resampled by sentence, 200 draws,
+  fixed seed, so it is deterministic), since entity F1 is not a mean over independent items.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +57,42 @@ def ner_scores(gold: list[list[str]], pred: list[list[str]], *, strict: bool = F
         }
     scores = {k: float(v) for k, v in scores.items()}
     scores["accuracy"] = float(accuracy_score(gold, pred))
+    if not strict:
+        scores["f1_se"] = f1_bootstrap_se(*sentence_entity_counts(gold, pred))
     return scores
+
+
+def sentence_entity_counts(gold: list[list[str]], pred: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sentence entity (tp, fp, fn) counts, int64 ``[n_sentences]`` each (seqeval's lenient chunks).
+
+    Their sums give the same micro F1 as seqeval's default ``f1_score``.
+    """
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    n = len(gold)
+    tp, fp, fn = (np.zeros(n, dtype=np.int64) for _ in range(3))
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        ge, pe = set(get_entities(list(g))), set(get_entities(list(p)))
+        hit = len(ge & pe)
+        tp[i], fp[i], fn[i] = hit, len(pe) - hit, len(ge) - hit
+    return tp, fp, fn
+
+
+def f1_bootstrap_se(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, *, draws: int = 200, seed: int = 0) -> float:
+    """Standard error of micro F1 = 2tp / (2tp + fp + fn) by resampling sentences with replacement."""
+    n = len(tp)
+    if n < 2:
+        return 0.0
+    idx = np.random.default_rng(seed).integers(0, n, size=(draws, n))
+    t, f_p, f_n = tp[idx].sum(1), fp[idx].sum(1), fn[idx].sum(1)
+    denom = 2 * t + f_p + f_n
+    f1 = np.where(denom > 0, 2 * t / np.maximum(denom, 1), 0.0)
+    return float(f1.std(ddof=1))
+
+
+def accuracy_se(accuracy: float, n: int) -> float:
+    """Binomial standard error of an accuracy measured on ``n`` items."""
+    return float(np.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / max(n, 1)))
 
 
 def _f1(tp: int, fp: int, fn: int) -> float:
@@ -86,4 +130,4 @@ def classification_scores(gold: list[int], pred: list[int], num_labels: int) -> 
     else:
         present = np.union1d(g, p)
         f1 = float(np.mean([f1_of(int(c)) for c in present]))
-    return {"accuracy": accuracy, "f1": float(f1)}
+    return {"accuracy": accuracy, "f1": float(f1), "accuracy_se": accuracy_se(accuracy, len(g))}

@@ -67,6 +67,16 @@ __all__ = ["Trainer", "TrainerCallback", "NonFiniteLoss", "build_model", "load_t
 log = logging.getLogger("stackft")
 
 
+def new_compute() -> dict:
+    """The compute a run has used, as :class:`Trainer` tallies it (``summary["compute"]``).
+
+    ``optimizer_steps``; sequences the encoder ran on: ``encoder_forward`` (no gradient: frozen
+    phases without a cache, evaluations) and ``encoder_forward_backward`` (training it); and
+    ``cached_sequences`` (features read from a cache instead). Counts are global (all ranks).
+    """
+    return {"optimizer_steps": 0, "encoder_forward": 0, "encoder_forward_backward": 0, "cached_sequences": 0}
+
+
 class ConfigWarning(UserWarning):
     """A setting that has no effect with the chosen strategy."""
 
@@ -209,6 +219,7 @@ class Trainer:
         self.best = {"score": -math.inf}
         self.phase_times: dict[str, float] = {}
         self.history: list[dict] = []
+        self.compute = new_compute()
         n_sub = min(len(self.data.train), max(len(self.data.dev), 1))
         self.train_probe = sorted(random.Random(cfg.data_seed).sample(range(len(self.data.train)), n_sub))
         self.features = None  # set per phase: a cache-backed feature source, or None (live encoder)
@@ -244,6 +255,20 @@ class Trainer:
             dtype=cfg.cache_dtype, device=self.device, placement=cfg.cache_placement,
             batch_size=cfg.eval_batch_size, progress=cfg.progress and self.dist.is_main, dist=self.dist)
 
+    def _count(self, batch: dict, split: str, *, grad: bool) -> None:
+        self._count_examples(len(batch["labels"]) * self.dist.world_size, cached=self.features is not None,
+                             grad=grad)
+
+    def _count_examples(self, n: int, *, cached: bool, grad: bool) -> None:
+        """Tally the encoder work of ``n`` examples (siamese pairs encode two sequences each)."""
+        seqs = n * (2 if self.model.pair_input else 1)
+        if cached:
+            self.compute["cached_sequences"] += seqs
+        elif grad:
+            self.compute["encoder_forward_backward"] += seqs
+        else:
+            self.compute["encoder_forward"] += seqs
+
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, split: str = "dev", *, live: bool = False) -> dict:
         """Metrics on dev, or on the fixed train probe (``split="train"``) used by the gap rule.
@@ -257,6 +282,7 @@ class Trainer:
         indices = list(range(len(base))) if split == "dev" else self.train_probe
         mine = D.shard(indices, self.dist)
         features = (lambda b: self.features(b, split)) if self.features is not None and not live else None
+        self._count_examples(len(indices), cached=features is not None, grad=False)
         with self._autocast():
             preds = predict(self.model, SubsetView(base, mine), self.task, self.data.vocab,
                             batch_size=self.cfg.eval_batch_size, device=self.device, features=features)
@@ -297,6 +323,7 @@ class Trainer:
             "best": self.best,
             "phase_times": self.phase_times,
             "history": self.history,
+            "compute": self.compute,
             "rng": rngs[0],
             "rng_ranks": rngs,
         }
@@ -372,6 +399,7 @@ class Trainer:
             self._attach_pet(self.phases[self.pos.phase])  # the saved weights include the PET modules
         ckpt.load_weights(self.run_dir.last, self.model)
         self.best, self.phase_times, self.history = state["best"], state["phase_times"], state["history"]
+        self.compute = {**new_compute(), **state.get("compute", {})}
         ranks = state.get("rng_ranks") or [state["rng"]]
         if len(ranks) == self.dist.world_size:
             state["rng"] = ranks[self.dist.rank]
@@ -420,6 +448,7 @@ class Trainer:
         epoch_steps = [sampler.num_batches(e) for e in range(phase.epochs)]
         scheduler = make_scheduler(optimizer, cfg.schedule, total_steps=sum(epoch_steps), warmup_proportion=cfg.warmup)
         stopper = PhaseStopper(mode=phase.stop_mode, gap_tol=cfg.gap_tol, patience=cfg.patience,
+                               gap_z=getattr(cfg, "gap_z", PhaseStopper.gap_z),
                                min_steps=min(self._eval_points(epoch_steps[0])) if epoch_steps else 0)
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
@@ -540,6 +569,8 @@ class Trainer:
     def _train_step(self, batch, run: _PhaseRun) -> float:
         """One optimizer step (:func:`~stackft.training.step.train_step`) with the run's settings."""
         cfg = self.cfg
+        self._count(batch, "train", grad=run.phase.train_encoder or bool(run.phase.pet))
+        self.compute["optimizer_steps"] += 1
         try:
             return train_step(self._forward, batch, run.optimizer, run.scheduler, params=self.model.parameters(),
                               grad_accum=cfg.grad_accum, clip=cfg.clip, clip_mode=cfg.clip_mode,
@@ -554,7 +585,7 @@ class Trainer:
     def _evaluate_and_checkpoint(self, run: _PhaseRun, loss: float, epochs_done: float) -> bool:
         phase, stopper = run.phase, run.stopper
         dev = self.evaluate("dev")
-        train = self.evaluate("train") if phase.stop_mode == "gap" else None
+        train = self.evaluate("train") if phase.stop_mode in ("gap", "gap_se") else None
         key = self.task.metric
         record = {
             "phase": phase.name, "epoch": round(epochs_done, 4), "step": self.pos.phase_step,
@@ -562,7 +593,10 @@ class Trainer:
             "dev": dev, "train": train, "time": round(self.phase_times.get(phase.name, 0.0), 3),
         }
         prev_chosen = stopper.chosen
-        stop = stopper.update(self.pos.phase_step, None if train is None else train[key], dev[key])
+        stop = stopper.update(self.pos.phase_step, None if train is None else train[key], dev[key],
+                              train_se=None if train is None else train.get(f"{key}_se"), val_se=dev.get(f"{key}_se"))
+        if phase.stop_mode != "fixed":
+            record["stop_rule"] = stopper.decisions[-1]
         if phase.restore_chosen and stopper.chosen != prev_chosen:
             self._save("chosen", self.run_dir.chosen(phase.name), self._meta(dev))
         if dev[key] > self.best["score"] and phase is self.phases[self.final_phase]:
@@ -587,6 +621,7 @@ class Trainer:
             "metric": self.task.metric,
             "best": self.best,
             "phase_times": self.phase_times,
+            "compute": self.compute,
             "init_seed": self.cfg.init_seed,
             "data_seed": self.cfg.data_seed,
             "output_dir": str(self.out),

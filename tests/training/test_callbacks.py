@@ -185,3 +185,18 @@ def test_train_step_refuses_a_non_finite_loss_before_stepping():
         train_step(lambda mb: model(mb["x"]) * float("nan"), batch, opt)
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_compute_accounting_adds_up(new_run):
+    tr = new_run()
+    summary = tr.fit()
+    c = summary["compute"]
+    n_train, n_dev = len(tr.data.train), len(tr.data.dev)
+    recs = RunDir(tr.out).read_metrics()
+    evals = len(recs)
+    assert c["optimizer_steps"] == tr.pos.global_step == 18
+    # phase 1 (frozen, no cache): 2 epochs of forward-only; phase 2: 1 epoch of forward+backward
+    assert c["encoder_forward_backward"] == n_train
+    # phase-1 training forwards + every dev evaluation (the fixed stop rule scores no train probe)
+    assert c["encoder_forward"] == 2 * n_train + evals * n_dev
+    assert c["cached_sequences"] == 0

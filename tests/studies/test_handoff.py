@@ -1,0 +1,87 @@
+"""Handoff search (stackft.studies.handoff): candidates along phase 1, probes, the best continues."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import write_keyword_csv
+
+from stackft.config import TrainConfig
+from stackft.data.pipeline import load_task_data
+from stackft.modeling.encoders import tiny_random_encoder
+from stackft.run_dir import RunDir
+from stackft.studies import handoff as H
+
+# 48 train / batch 8 = 6 steps an epoch, evaluations at steps 3 and 6: phase 1 (2 epochs) makes 4
+BASE = dict(task="classification", cache="off", progress=False, device="cpu", batch_size=8, eval_batch_size=32,
+            evals_per_epoch=2, phase1_lr=1e-2, phase2_lr=1e-3, strategy="stack-and-finetune", head="fc",
+            stop_mode="fixed", phase1_epochs=2, phase2_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def encoder_and_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("handoff-data")
+    enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)
+    data = load_task_data("classification", write_keyword_csv(d / "train.csv", 48, seed=0),
+                          write_keyword_csv(d / "dev.csv", 16, seed=1), tokenizer=enc.tokenizer, max_length=24)
+    return enc, data
+
+
+def test_pick_candidates_includes_the_stop_rule_choice_and_spreads():
+    evals = [{"step": s} for s in (3, 6, 9, 12, 15, 18)]
+    assert H.pick_candidates(evals, 3, chosen_step=9) == [3, 9, 18]
+    assert H.pick_candidates(evals, 1, chosen_step=12) == [12]
+    assert H.pick_candidates(evals, 10, chosen_step=None) == [3, 6, 9, 12, 15, 18]
+    assert len(H.pick_candidates(evals, 4, chosen_step=15)) == 4
+    with pytest.raises(ValueError, match="no evaluation"):
+        H.pick_candidates([], 3, None)
+
+
+def test_search_probes_each_candidate_and_continues_the_best(encoder_and_data, tmp_path):
+    enc, data = encoder_and_data
+    cfg = TrainConfig(output_dir="unused", **BASE)
+    report = H.search_handoff(cfg, out_dir=tmp_path / "s", candidates=3, probe_fraction=0.25, encoder=enc, data=data)
+    assert report["candidates"] == [3, 9, 12]  # of 4 evaluations (3, 6, 9, 12); the fixed rule chose 12
+    assert report["probe_steps"] == 3  # ceil(0.25 x 12 phase-2 steps)
+    scores = {int(k): p["score"] for k, p in report["probes"].items()}
+    assert set(scores) == {3, 9, 12}
+    best = max(scores, key=lambda s: (scores[s], s))
+    assert report["chosen"] == best
+    final = RunDir(report["final_run"])
+    assert final.is_finished() and final.root.name == f"probe-step-{best}"
+    # the other probes stopped after their probe steps
+    for s in scores:
+        pos = RunDir(tmp_path / "s" / f"probe-step-{s}").last_position()
+        assert pos["phase"] == 1 and (s == best or pos["phase_step"] == 3)
+    # compute: phase 1 once (12 steps) + 3 probes x 3 steps + the rest of the chosen phase 2 (9)
+    assert report["total"]["optimizer_steps"] == 12 + 3 * 3 + 9
+    n = len(data.train)
+    assert report["total"]["encoder_forward_backward"] == 3 * 3 * 8 + (n * 2 - 3 * 8)
+    assert report["total"]["wall_time"] == pytest.approx(sum(p["wall_time"] for p in report["parts"].values()))
+    # resumable: a second call redoes nothing and returns the same choice
+    again = H.search_handoff(cfg, out_dir=tmp_path / "s", candidates=3, probe_fraction=0.25, encoder=enc, data=data)
+    assert again["chosen"] == report["chosen"] and again["total"] == report["total"]
+
+
+def test_search_picks_the_constructed_best_candidate(encoder_and_data, tmp_path, monkeypatch):
+    """Probe scores are rigged so the earliest candidate wins: the search must continue that one."""
+    enc, data = encoder_and_data
+    from stackft.training.trainer import Trainer
+
+    real = Trainer.evaluate
+
+    def rigged(self, split="dev", **kw):
+        out = real(self, split, **kw)
+        if self.pos.phase == 1 and "probe-step-3" in str(self.out):
+            out = {**out, "accuracy": 2.0}
+        return out
+
+    monkeypatch.setattr(Trainer, "evaluate", rigged)
+    cfg = TrainConfig(output_dir="unused", **BASE)
+    report = H.search_handoff(cfg, out_dir=tmp_path / "r", candidates=2, probe_fraction=0.25, encoder=enc, data=data)
+    assert report["candidates"] == [3, 12] and report["chosen"] == 3
+
+
+def test_search_refuses_strategies_without_a_frozen_phase_1(tmp_path):
+    for strategy in ("finetune-only", "eh-ft", "stack-only"):
+        with pytest.raises(ValueError, match="frozen phase 1"):
+            H.search_handoff(TrainConfig(strategy=strategy), out_dir=tmp_path)
