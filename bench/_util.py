@@ -9,6 +9,9 @@
   tells materialising implementations apart on CPU, where peak_mib is only approximate.
 * Inputs rotate: callers pass a list of input sets and each call uses the next one, so repeated
   calls do not hit the same cache lines.
+* :func:`add_data_args` / :func:`conll_paths`: where the CoNLL-2003 benches read their data
+  (``--train``/``--dev``, ``--data-root`` or ``$STACKFT_DATA``, or the bundled ``--demo`` excerpt);
+  there is no default outside the repository.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DATA_ENV = "STACKFT_DATA"
+CONLL_TRAIN, CONLL_DEV = "conll2003/train.txt", "conll2003/dev.txt"  # under a data root
 
 
 def device() -> torch.device:
@@ -161,12 +166,14 @@ def fwd_bwd(fn, inputs):
     return run
 
 
-def save(section: str, rows: list[dict], mode: str = "full") -> Path:
+def save(section: str, rows: list[dict], mode: str = "full", path=None) -> Path:
     """Merge ``rows`` under ``section`` into ``bench/results/<device>.json`` (mode "full") or
-    ``bench/results/<device>-<mode>.json`` (e.g. "quick": tiny plumbing shapes)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", device_name()).strip("-")
-    path = RESULTS / (f"{name}.json" if mode == "full" else f"{name}-{mode}.json")
+    ``bench/results/<device>-<mode>.json`` (e.g. "quick": tiny plumbing shapes), or into ``path``."""
+    if path is None:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", device_name()).strip("-")
+        path = RESULTS / (f"{name}.json" if mode == "full" else f"{name}-{mode}.json")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(device=device_name(), torch=torch.__version__, python=platform.python_version(),
                 cpu_threads=torch.get_num_threads(), host_cpus=os.cpu_count())
@@ -184,3 +191,39 @@ def table(rows: list[dict], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def add_data_args(ap) -> None:
+    """``--train``/``--dev``/``--data-root``/``--demo``: the CoNLL-2003 files a bench reads."""
+    g = ap.add_argument_group("data (CoNLL-2003 train/dev; no default outside the repository)")
+    g.add_argument("--train", default=None, help="CoNLL-2003 training file")
+    g.add_argument("--dev", default=None, help="CoNLL-2003 dev file")
+    g.add_argument("--data-root", default=None,
+                   help=f"folder holding {CONLL_TRAIN} and {CONLL_DEV} (default: ${DATA_ENV} when set)")
+    g.add_argument("--demo", action="store_true",
+                   help="the CoNLL-2003 excerpt bundled with stackft (stackft/demo_data: 1,200 train / 300 dev)")
+
+
+def conll_paths(ap, args) -> tuple[str, str]:
+    """(train, dev) from :func:`add_data_args`'s options; ``ap.error`` naming them all when missing.
+
+    Order: ``--demo``; ``--train`` and ``--dev``; ``--data-root``; ``$STACKFT_DATA``.
+    """
+    if args.demo:
+        from stackft.studies.demo import demo_paths
+
+        return demo_paths()
+    if args.train or args.dev:
+        if not (args.train and args.dev):
+            ap.error("give both --train and --dev")
+        paths = (args.train, args.dev)
+    else:
+        root = args.data_root or os.environ.get(DATA_ENV)
+        if not root:
+            ap.error(f"no data: pass --train PATH --dev PATH, or --data-root DIR (or set {DATA_ENV}) with "
+                     f"{CONLL_TRAIN} and {CONLL_DEV} under it, or --demo for the bundled CoNLL-2003 excerpt")
+        paths = (str(Path(root) / CONLL_TRAIN), str(Path(root) / CONLL_DEV))
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        ap.error(f"data file(s) not found: {', '.join(missing)} (see --train/--dev, --data-root, ${DATA_ENV}, --demo)")
+    return paths

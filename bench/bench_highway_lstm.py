@@ -10,6 +10,7 @@ from the reference.
 
     python bench/bench_highway_lstm.py            # B=64, T in {32,64,128}, H in {384,768}, in=768
     python bench/bench_highway_lstm.py --quick    # tiny shapes: CPU plumbing only
+    python bench/bench_highway_lstm.py --quick --impls reference,nn.LSTM --out /tmp/hw.json   # seconds
 
 On CPU the Triton kernels would run in the interpreter, whose timings mean nothing, so only
 reference / compile / nn.LSTM are timed there.
@@ -93,6 +94,8 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny shapes (CPU plumbing)")
     ap.add_argument("--impls", default=None, help="comma list; default: all available")
+    ap.add_argument("--out", default=None,
+                    help="JSON file to merge the rows into (default bench/results/<device>[-<mode>].json)")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     dev = U.device()
@@ -127,7 +130,7 @@ def main(argv=None) -> list[dict]:
                     if "nn.LSTM" in by:  # how many times slower than the cuDNN ceiling
                         row["ratio_vs_lstm"] = row["fwd_bwd_ms"] / by["nn.LSTM"]["fwd_bwd_ms"]
                 rows += group
-    path = U.save("highway_lstm", rows, "quick" if args.quick else "full")
+    path = U.save("highway_lstm", rows, "quick" if args.quick else "full", path=args.out)
     print(U.table(rows, COLUMNS))
     print(f"\nwrote {path}")
     return rows

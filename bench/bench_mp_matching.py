@@ -8,6 +8,7 @@ from the reference (materializing attentive_max differs by design: element-wise 
 
     python bench/bench_mp_matching.py            # B=64, T in {32,64,128}, d in {384,768}, l=20
     python bench/bench_mp_matching.py --quick    # tiny shapes: CPU plumbing only
+    python bench/bench_mp_matching.py --quick --impls reference,materializing --out /tmp/mp.json   # seconds
 
     python bench/bench_mp_matching.py --saved-only   # B=64, T=64, d=768, l=20: memory only
 
@@ -99,6 +100,8 @@ def main(argv=None) -> list[dict]:
                     help="target shape, saved-for-backward memory only (includes Triton on CPU)")
     ap.add_argument("--ops", default="maxpool,attentive_mean,attentive_max,matching")
     ap.add_argument("--impls", default=None, help="comma list; default: all available")
+    ap.add_argument("--out", default=None,
+                    help="JSON file to merge the rows into (default bench/results/<device>[-<mode>].json)")
     args = ap.parse_args(argv)
     cfg = SAVED if args.saved_only else QUICK if args.quick else FULL
     dev = U.device()
@@ -141,7 +144,7 @@ def main(argv=None) -> list[dict]:
                         if row.get("saved_mib") and base.get("saved_mib"):
                             row["saved_ratio_vs_mat"] = base["saved_mib"] / row["saved_mib"]
     mode = "saved" if args.saved_only else "quick" if args.quick else "full"
-    path = U.save("mp_matching", rows, mode)
+    path = U.save("mp_matching", rows, mode, path=args.out)
     print(U.table(rows, COLUMNS))
     print(f"\nwrote {path}")
     return rows

@@ -2,14 +2,24 @@
 
 BiLSTM head on CoNLL-2003 sentences with the default encoder (all-MiniLM-L6-v2). Measured side
 by side in one run:
-  - one phase-1 epoch with the live frozen encoder (eval mode, no_grad) + head forward/backward/step;
+  - one phase-1 epoch with the live frozen encoder (eval mode, no_grad) + the head's train step;
   - the one-time cache build (encoder once over the training set), per dtype;
   - one phase-1 epoch from the cache, per dtype;
   - for fp32 and int8 caches: phase-1 dev F1 after ``--epochs`` epochs, mean over ``--f1-seeds``
     seeds (each seed the same init, order and dropout for both dtypes), and bytes.
 
-    python bench/bench_phase1_cache.py --train ../shared/data/conll2003/train.txt \
-        --dev ../shared/data/conll2003/dev.txt --n-train 2000 --n-dev 500
+Every step is the trainer's: :func:`stackft.training.step.train_step` with the param groups,
+optimizer and schedule built as ``Trainer._run_phase`` builds them for phase 1 of stack-only
+(BERT-Adam at ``phase1_lr``, TF-BERT schedule with 10% warmup over the run's steps, global clip
+1.0, autocast per ``--precision``: the ``TrainConfig`` defaults).
+
+    python bench/bench_phase1_cache.py --data-root DATA --n-train 2000 --n-dev 500
+    python bench/bench_phase1_cache.py --train DATA/conll2003/train.txt --dev DATA/conll2003/dev.txt
+    python bench/bench_phase1_cache.py --demo                # the CoNLL-2003 excerpt bundled with stackft
+    python bench/bench_phase1_cache.py --smoke --out /tmp/p1.json   # seconds: tiny random encoder, demo data
+
+``DATA`` holds ``conll2003/train.txt`` and ``conll2003/dev.txt`` (``--data-root`` defaults to
+``$STACKFT_DATA``); there is no default data path.
 """
 
 from __future__ import annotations
@@ -18,60 +28,91 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stackft.cache.format import FeatureCache
-from stackft.cache.prefetch import prefetch
-from stackft.cache.source import CachedFeatures, place
-from stackft.config import TrainConfig
-from stackft.data.pipeline import load_task_data
-from stackft.modeling.encoders import load_encoder, tiny_random_encoder
-from stackft.modeling.model import task_loss
-from stackft.training.evaluation import evaluate
-from stackft.training.loaders import loader, to_device
-from stackft.training.optim import BertAdam, build_param_groups
-from stackft.training.trainer import build_model, resolve_device
+import _util as U  # noqa: E402
+import torch  # noqa: E402
+
+from stackft.cache.format import FeatureCache  # noqa: E402
+from stackft.cache.prefetch import prefetch  # noqa: E402
+from stackft.cache.source import CachedFeatures, place  # noqa: E402
+from stackft.config import TrainConfig  # noqa: E402
+from stackft.data.pipeline import load_task_data  # noqa: E402
+from stackft.modeling.encoders import load_encoder, tiny_random_encoder  # noqa: E402
+from stackft.training.evaluation import evaluate  # noqa: E402
+from stackft.training.loaders import loader  # noqa: E402
+from stackft.training.optim import build_param_groups, make_optimizer, make_scheduler  # noqa: E402
+from stackft.training.step import train_step  # noqa: E402
+from stackft.training.strategies import plan_phases  # noqa: E402
+from stackft.training.trainer import build_model, resolve_device, resolve_precision  # noqa: E402
+
+# --smoke: every code path in seconds (tiny random encoder, the bundled excerpt, a few batches);
+# its numbers mean nothing
+SMOKE = dict(encoder="random:tiny", n_train=32, n_dev=16, batch_size=8, epochs=1, f1_seeds=1, dtypes="fp32,int8")
 
 
-def run_epoch(model, data, features, *, batch_size, device, seed=0, warmup=0, prefetch_depth=0) -> float:
-    """One phase-1 epoch; returns seconds. ``features(batch)`` or None for the live encoder.
+def phase1_optimizer(model, cfg: TrainConfig, total_steps: int):
+    """Param groups, optimizer and schedule of ``cfg``'s first phase, as ``Trainer._run_phase`` builds them."""
+    phase = plan_phases(cfg.strategy, cfg)[0]
+    groups = build_param_groups(model, head_lr=phase.head_lr, encoder_lr=phase.encoder_lr,
+                                weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
+    optimizer = make_optimizer(groups, kind=cfg.optimizer, lr=phase.head_lr)
+    return optimizer, make_scheduler(optimizer, cfg.schedule, total_steps=total_steps, warmup_proportion=cfg.warmup)
 
-    ``prefetch_depth`` > 0 gathers that many batches ahead through :func:`stackft.prefetch.prefetch`
-    (a side CUDA stream on a GPU), as the trainer does.
+
+def train_phase1(model, data, features, cfg: TrainConfig, *, device, epochs=1, warmup=0, prefetch_depth=0) -> list[float]:
+    """Train phase 1 (frozen encoder) for ``epochs`` epochs; returns the seconds of each epoch.
+
+    ``features(batch)`` reads the cache, or None for the live encoder. The batch order is the
+    trainer's for ``cfg.data_seed`` (one loader seeded ``data_seed * 1000``, ``set_epoch`` per
+    epoch); optimizer and schedule are built once over all ``epochs``. ``warmup`` untimed steps
+    first, with their own optimizer (same for every mode: first-call costs such as the allocator and
+    oneDNN primitives stay out of the timings). ``prefetch_depth`` > 0 gathers that many batches
+    ahead through :func:`stackft.cache.prefetch.prefetch` (a side CUDA stream on a GPU), as the
+    trainer does.
     """
     model.freeze_encoder()
     model.train()
-    opt = BertAdam(build_param_groups(model, head_lr=1e-3, encoder_lr=0.0), lr=1e-3)
+    amp_dtype = resolve_precision(cfg.precision, device)
 
-    def step(batch):
-        batch = to_device(batch, device)
-        feats = features(batch) if features else model.features(batch)
-        loss = task_loss(model.forward_features(feats), batch["labels"])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    def forward(mb):
+        return model.forward_features(features(mb) if features else model.features(mb))
 
-    if warmup:  # untimed, same for every mode: first-call costs (allocator, oneDNN primitives) stay out
-        for i, batch in enumerate(loader(data.train, batch_size, model.encoder.pad_id, shuffle=True, seed=12345)):
+    def step(batch, optimizer, scheduler):
+        train_step(forward, batch, optimizer, scheduler, grad_accum=cfg.grad_accum, clip=cfg.clip,
+                   clip_mode=cfg.clip_mode, amp_dtype=amp_dtype, device=device)
+
+    pad = model.encoder.pad_id
+    if warmup:
+        dl = loader(data.train, cfg.batch_size, pad, shuffle=True, seed=12345)
+        opt, sched = phase1_optimizer(model, cfg, total_steps=warmup)
+        for i, batch in enumerate(dl):
             if i == warmup:
                 break
-            step(batch)
-    dl = loader(data.train, batch_size, model.encoder.pad_id, shuffle=True, seed=seed)
-    if features and prefetch_depth:
-        dl = prefetch(dl, features, device, depth=prefetch_depth)
-    t = time.perf_counter()
-    for batch in dl:
-        step(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
+            step(batch, opt, sched)
+    dl = loader(data.train, cfg.batch_size, pad, shuffle=True, seed=cfg.data_seed * 1000, max_tokens=cfg.max_tokens)
+    sampler = dl.batch_sampler
+    opt, sched = phase1_optimizer(model, cfg, total_steps=sum(sampler.num_batches(e) for e in range(epochs)))
+    times = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        batches = prefetch(dl, features, device, depth=prefetch_depth) if features and prefetch_depth else dl
+        t = time.perf_counter()
+        for batch in batches:
+            step(batch, opt, sched)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return times
 
 
-def gpu_placement_rows(*, model_args, data, caches, batch_size, device) -> dict:
+def gpu_placement_rows(*, model_args, data, caches, cfg, device) -> dict:
     """Cached epoch per placement (GPU memory / pinned host / mmap) with and without prefetching.
 
     Prefetching gathers the next batches on a side stream: for pinned and mmap caches that hides the
@@ -82,17 +123,16 @@ def gpu_placement_rows(*, model_args, data, caches, batch_size, device) -> dict:
         feats = CachedFeatures(place(caches, placement, device), pair_input=False, device=device, placement=placement)
         for depth in (0, 2):
             model = build_model(*model_args).to(device)
-            t = run_epoch(model, data, lambda b: feats(b, "train"), batch_size=batch_size, device=device, warmup=3,
-                          prefetch_depth=depth)
+            [t] = train_phase1(model, data, lambda b: feats(b, "train"), cfg, device=device, warmup=3,
+                               prefetch_depth=depth)
             rows[f"{placement}, prefetch {depth}"] = t
             print(f"GPU cached epoch, {placement:6s} prefetch {depth}: {t:.3f} s")
     return rows
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", default="../shared/data/conll2003/train.txt")
-    ap.add_argument("--dev", default="../shared/data/conll2003/dev.txt")
+    U.add_data_args(ap)
     ap.add_argument("--n-train", type=int, default=2000)
     ap.add_argument("--n-dev", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -100,27 +140,55 @@ def main():
     ap.add_argument("--f1-seeds", type=int, default=3, help="seeds (init, order, dropout) for the F1 check; mean reported")
     ap.add_argument("--dtypes", default="fp32,fp16,int8")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="the trainer's TrainConfig.precision (auto: bf16 autocast on a bf16-capable GPU, else fp32)")
     ap.add_argument("--encoder", default=None,
                     help="HF id or folder (default: the packaged MiniLM), or random:bert-base for a randomly "
                          "initialised BERT-base-shaped encoder (12x768, same tokenizer): the same compute as "
-                         "bert-base-uncased, for timing only; its F1 is not meaningful and is not reported")
+                         "bert-base-uncased, for timing only; its F1 is not meaningful and is not reported; "
+                         "random:tiny for a 2 x 32 random BERT (plumbing)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds, for a plumbing check: " + ", ".join(f"{k}={v}" for k, v in SMOKE.items())
+                         + " (options given explicitly win), the bundled data unless --train/--data-root; "
+                           "writes to the temp folder unless --out")
     ap.add_argument("--out", default=None, help="JSON results file (default bench/results/phase1_cache-<device>.json)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            if getattr(args, key) == ap.get_default(key):
+                setattr(args, key, value)
+        if not (args.train or args.dev or args.data_root):
+            args.demo = True
+    train_path, dev_path = U.conll_paths(ap, args)
 
     device = resolve_device(args.device)
     # random:bert-base: MiniLM's tokenizer is bert-base-uncased's vocabulary, so this is bert-base's compute
     timing_only = args.encoder == "random:bert-base"
-    enc = (tiny_random_encoder(768, 12, num_heads=12, intermediate_size=3072) if timing_only
-           else load_encoder(args.encoder)).to(device)
-    data = load_task_data("ner", args.train, args.dev, tokenizer=enc.tokenizer, max_train=args.n_train, max_dev=args.n_dev)
-    cfg = TrainConfig(task="ner", strategy="stack-only", init_seed=0)
+    if timing_only:
+        enc = tiny_random_encoder(768, 12, num_heads=12, intermediate_size=3072)
+    elif args.encoder == "random:tiny":
+        enc = tiny_random_encoder(32, 2)
+    else:
+        enc = load_encoder(args.encoder)
+    enc = enc.to(device)
+    data = load_task_data("ner", train_path, dev_path, tokenizer=enc.tokenizer, max_train=args.n_train,
+                          max_dev=args.n_dev)
+    cfg = TrainConfig(task="ner", strategy="stack-only", init_seed=0, data_seed=0, batch_size=args.batch_size,
+                      precision=args.precision)
     n_tok = sum(data.train.lengths)
+    amp = resolve_precision(cfg.precision, device)
     res = {"encoder": args.encoder or "all-MiniLM-L6-v2", "encoder_layers": enc.model.config.num_hidden_layers,
            "encoder_hidden": enc.hidden_size, "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-           "n_train": len(data.train), "n_dev": len(data.dev), "train_tokens": n_tok, "batch_size": args.batch_size}
+           "n_train": len(data.train), "n_dev": len(data.dev), "train_tokens": n_tok, "batch_size": args.batch_size,
+           "data": {"train": train_path, "dev": dev_path},
+           "train_step": {"optimizer": cfg.optimizer, "lr": cfg.phase1_lr, "weight_decay": cfg.weight_decay,
+                          "schedule": cfg.schedule, "warmup": cfg.warmup, "clip": cfg.clip, "clip_mode": cfg.clip_mode,
+                          "autocast": None if amp is None else str(amp).replace("torch.", "")}}
+    if args.smoke:
+        res["smoke"] = True
 
     model = build_model(cfg, enc, len(data.vocab)).to(device)
-    res["live_epoch_s"] = run_epoch(model, data, None, batch_size=args.batch_size, device=device, warmup=3)
+    [res["live_epoch_s"]] = train_phase1(model, data, None, cfg, device=device, warmup=3)
     print(f"live frozen-encoder epoch: {res['live_epoch_s']:.2f} s")
 
     tmp = Path(tempfile.mkdtemp(prefix="stackft-bench-"))
@@ -135,19 +203,17 @@ def main():
         feats = CachedFeatures(caches, pair_input=False, device=device)
         dev_feats[dtype] = feats
         model = build_model(cfg, enc, len(data.vocab)).to(device)
-        epoch_s = run_epoch(model, data, lambda b: feats(b, "train"), batch_size=args.batch_size, device=device,
-                            warmup=3)
+        [epoch_s] = train_phase1(model, data, lambda b: feats(b, "train"), cfg, device=device, warmup=3)
         row = {"build_s": build_s, "epoch_s": epoch_s, "speedup_vs_live": res["live_epoch_s"] / epoch_s,
                "nbytes": caches["train"].nbytes, "bytes_per_token": caches["train"].nbytes / n_tok}
         if dtype in ("fp32", "int8") and not timing_only:
             # Same init, data order and dropout stream for every dtype: only the features differ.
             f1s = []
             for seed in range(args.f1_seeds):
-                torch.manual_seed(seed)
-                model = build_model(dataclasses.replace(cfg, init_seed=seed), enc, len(data.vocab)).to(device)
-                for e in range(args.epochs):
-                    run_epoch(model, data, lambda b: feats(b, "train"), batch_size=args.batch_size, device=device,
-                              seed=1000 * seed + e)
+                seed_cfg = dataclasses.replace(cfg, init_seed=seed, data_seed=seed)
+                torch.manual_seed(seed)  # the dropout stream, as Trainer.fit seeds it
+                model = build_model(seed_cfg, enc, len(data.vocab)).to(device)
+                train_phase1(model, data, lambda b: feats(b, "train"), seed_cfg, device=device, epochs=args.epochs)
                 f1s.append(evaluate(model, data.dev, data.task, data.vocab, device=device,
                                     features=lambda b: feats(b, "dev"))["f1"])
                 trained[dtype, seed] = model
@@ -159,7 +225,7 @@ def main():
               + (f", dev F1 {100 * row['dev_f1']:.2f}" if "dev_f1" in row else ""))
     if device.type == "cuda":
         res["gpu_placement"] = gpu_placement_rows(model_args=(cfg, enc, len(data.vocab)), data=data, caches=caches,
-                                                  batch_size=args.batch_size, device=device)
+                                                  cfg=cfg, device=device)
     if "fp32" in res and "int8" in res and not timing_only:
         res["int8_bytes_ratio"] = res["int8"]["nbytes"] / res["fp32"]["nbytes"]
         res["int8_f1_delta_points"] = 100 * (res["int8"]["dev_f1"] - res["fp32"]["dev_f1"])
@@ -177,10 +243,13 @@ def main():
               + ", ".join(f"{d:+.2f}" for d in res["int8_f1_delta_points_per_seed"]) + ")")
     name = "gpu-" + torch.cuda.get_device_name().replace(" ", "_") if device.type == "cuda" else "cpu"
     suffix = "-random-bert-base" if timing_only else ""
-    out = Path(args.out or Path(__file__).parent / "results" / f"phase1_cache-{name}{suffix}.json")
+    default_dir = Path(tempfile.gettempdir()) / "stackft-bench" if args.smoke else U.RESULTS
+    out = Path(args.out or default_dir / f"phase1_cache-{name}{suffix}{'-smoke' if args.smoke else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {out}")
+    return res
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """AllenNLP/galsang-style BiMPM matching: the materialising baseline the kernels are measured against.
 
-Cost structure of ``allennlp/modules/bimpm_matching.py`` (see /work/shared/spec/anchors.md §1.2):
+Cost structure of ``allennlp/modules/bimpm_matching.py``:
 
 * maxpool: ``W * v.unsqueeze(1).expand(-1, l, -1, -1)`` -> ``[B,l,T,d]`` per side, one batched
   ``matmul`` -> ``[B,l,T1,T2]``, divide by the norm product, masked max over both axes

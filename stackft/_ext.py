@@ -6,7 +6,7 @@ first use and cached under ``$STACKFT_EXT_DIR``, else ``$TORCH_EXTENSIONS_DIR/st
 build flavour, so a source edit or a torch upgrade gets a fresh build and never a stale binary.
 It registers plain dispatcher ops (``torch.ops.stackft_C.gather_pad``, ``.build_info``) rather
 than a pybind module: no Python headers, a faster build, and the ops are visible to the
-dispatcher. ``stackft.ops`` wraps them in a ``torch.library.custom_op`` with a fake impl.
+dispatcher. :mod:`stackft.cache.ops` wraps them in a ``torch.library.custom_op`` with a fake impl.
 
 CUDA sources are compiled only when torch itself has CUDA (``torch.version.cuda``) and a CUDA
 toolkit is found (``CUDA_HOME``). When no compiler works, ``load()`` warns once and returns None
@@ -80,7 +80,11 @@ def _verbose_env() -> bool:
     return os.environ.get("STACKFT_EXT_VERBOSE", "") not in ("", "0")
 
 
-def cache_root() -> Path:
+def build_root() -> Path:
+    """Folder the builds are kept in (one subfolder per :func:`build_key`); see the module docstring.
+
+    Not to be confused with :func:`stackft.cache.build.cache_root`, the feature caches' folder.
+    """
     if os.environ.get("STACKFT_EXT_DIR"):
         return Path(os.environ["STACKFT_EXT_DIR"])
     if os.environ.get("TORCH_EXTENSIONS_DIR"):
@@ -104,7 +108,7 @@ def _compile(verbose: bool) -> BuildInfo:
 
     with_cuda = want_cuda()
     srcs = [str(p) for p in sources() if p.suffix == ".cpp" or (with_cuda and p.suffix == ".cu")]
-    build_dir = cache_root() / build_key(with_cuda)
+    build_dir = build_root() / build_key(with_cuda)
     build_dir.mkdir(parents=True, exist_ok=True)
     cflags = ["-O3"] + (["-DSTACKFT_WITH_CUDA"] if with_cuda else [])
     path = cpp_extension.load(

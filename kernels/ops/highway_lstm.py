@@ -9,12 +9,12 @@ and one fused elementwise kernel; the input projection ``x W_xᵀ`` is hoisted o
 one GEMM over all steps. Ragged lengths, the direction and the variational dropout mask are
 handled inside the kernel (inactive rows copy their state through and output 0).
 
-Backward (:class:`HighwayLSTMLayer`): forward saves only the per-step states ``h_t, c_t``
+Backward (:class:`HighwayLSTMLayerFunction`): forward saves only the per-step states ``h_t, c_t``
 (``[T,B,H]`` each, which the forward writes anyway) and the hoisted ``x W_xᵀ``; backward
 *recomputes* the recurrent pre-activations of all steps with one GEMM from the saved states,
 then per step runs one fused backward kernel and one GEMM (``dh_{t-1} = d(hg_t) W_h``). The weight
-gradients are single GEMMs over all steps at the end. The cell-level :class:`HighwayLSTMCell`
-saves its three inputs and recomputes the gates in its single backward kernel.
+gradients are single GEMMs over all steps at the end. The cell-level
+:class:`HighwayLSTMCellFunction` saves its three inputs and recomputes the gates in its single backward kernel.
 
 Precision: gate math in fp32; ``h`` and ``c`` are stored in the input dtype (as the reference does
 step by step); the backward's running ``dh``/``dc`` are fp32.
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-__all__ = ["highway_lstm_cell", "highway_lstm", "HighwayLSTMCell", "HighwayLSTMLayer"]
+__all__ = ["highway_lstm_cell", "highway_lstm", "HighwayLSTMCellFunction", "HighwayLSTMLayerFunction"]
 
 
 @triton.jit
@@ -159,7 +159,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-class HighwayLSTMCell(torch.autograd.Function):
+class HighwayLSTMCellFunction(torch.autograd.Function):
     """``x_gates [B,6H], h_gates [B,5H], c_prev [B,H] -> (h, c)``; forward and backward are one
     kernel each. Saves the three inputs; backward recomputes the gate activations."""
 
@@ -195,10 +195,10 @@ class HighwayLSTMCell(torch.autograd.Function):
 def highway_lstm_cell(x_gates, h_gates, c_prev):
     """Triton highway-LSTM step; contract of :func:`stackft.kernels.reference.highway_lstm_cell`."""
     dt = x_gates.dtype
-    return HighwayLSTMCell.apply(x_gates, h_gates.to(dt), c_prev.to(dt))
+    return HighwayLSTMCellFunction.apply(x_gates, h_gates.to(dt), c_prev.to(dt))
 
 
-class HighwayLSTMLayer(torch.autograd.Function):
+class HighwayLSTMLayerFunction(torch.autograd.Function):
     """One layer over ``x [B,T,in]``; see the module docstring for what is saved and recomputed.
 
     Weights arrive already in ``x.dtype``; ``lengths`` is an int32 tensor on x's device.
@@ -283,6 +283,21 @@ def highway_lstm(x, lengths, W_x, W_h, b, h0=None, c0=None, reverse=False, dropo
     c0 = x.new_zeros(B, H) if c0 is None else c0.to(dt).contiguous()
     drop = None if dropout_mask is None else dropout_mask.to(dt).contiguous()
     lengths = lengths.to(device=dev, dtype=torch.int32).contiguous()
-    out, h_n, c_n = HighwayLSTMLayer.apply(x.contiguous(), W_x.to(dt), W_h.to(dt), b.to(dt),
-                                           h0, c0, drop, lengths, reverse)
+    out, h_n, c_n = HighwayLSTMLayerFunction.apply(x.contiguous(), W_x.to(dt), W_h.to(dt), b.to(dt),
+                                                   h0, c0, drop, lengths, reverse)
     return out, (h_n, c_n)
+
+
+# 0.1 names (deprecated, removed in 0.3): "HighwayLSTMLayer" also named the head's nn.Module
+# (now stackft.modeling.heads.highway_lstm.UnidirectionalHighwayLSTM).
+_RENAMED = {"HighwayLSTMCell": "HighwayLSTMCellFunction", "HighwayLSTMLayer": "HighwayLSTMLayerFunction"}
+
+
+def __getattr__(name: str):
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(f"{__name__}.{name} was renamed {_RENAMED[name]}; the old name goes away in stackft 0.3",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

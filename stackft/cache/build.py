@@ -27,27 +27,29 @@ def split_caches(encoder, data, *, root, dtype: str, batch_size: int = 64, devic
     enc_fp = encoder.fingerprint()
     caches = {}
     for split, ds in (("train", data.train), ("dev", data.dev)):
-        seqs = ds.sequences()
+        seqs, segs = ds.sequences(), ds.segments()
+        seg_digest = "" if segs is None else f":segments:{sequences_digest(segs)}"
         fp = cache_fingerprint(encoder_fingerprint=enc_fp, data_files=data.files, max_length=data.max_length,
                                layers=list(encoder.layers), dtype=dtype,
-                               extra=f"{split}:{ds.kind}:{sequences_digest(seqs)}")
+                               extra=f"{split}:{ds.kind}:{sequences_digest(seqs)}{seg_digest}")
         path = Path(root) / f"{split}-{fp[:16]}"
         kw = dict(dtype=dtype, batch_size=batch_size, device=device, pad_id=encoder.pad_id, progress=progress)
         if not dist.enabled:
-            caches[split] = get_or_build(path, encoder, seqs, fingerprint=fp, verify=verify, **kw)
+            caches[split] = get_or_build(path, encoder, seqs, fingerprint=fp, verify=verify, segments=segs, **kw)
             continue
         valid = D.broadcast_object(
             dist, open_valid(path, fingerprint=fp, dtype=dtype, verify=verify) is not None if dist.is_main else None)
         if not valid:
-            _build_sharded(path, encoder, seqs, fp, dist, kw)
+            _build_sharded(path, encoder, seqs, segs, fp, dist, kw)
         caches[split] = FeatureCache.open(path, expect_fingerprint=fp)
     return caches
 
 
-def _build_sharded(path: Path, encoder, seqs, fingerprint: str, dist: D.DistInfo, kw: dict) -> None:
+def _build_sharded(path: Path, encoder, seqs, segs, fingerprint: str, dist: D.DistInfo, kw: dict) -> None:
     mine = D.shard(range(len(seqs)), dist)
     part = path.parent / f".{path.name}.part{dist.rank}-of-{dist.world_size}"
-    FeatureCache.build(encoder, [seqs[i] for i in mine], path=part, fingerprint=f"{fingerprint}:part{dist.rank}", **kw)
+    FeatureCache.build(encoder, [seqs[i] for i in mine], path=part, fingerprint=f"{fingerprint}:part{dist.rank}",
+                       segments=None if segs is None else [segs[i] for i in mine], **kw)
     parts = D.all_gather_objects(dist, (str(part), mine))
     if dist.is_main:
         FeatureCache.assemble([(FeatureCache.open(p), ix) for p, ix in parts], path, fingerprint=fingerprint)

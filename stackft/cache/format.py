@@ -304,7 +304,7 @@ class FeatureCache:
     def build(cls, encoder: torch.nn.Module, dataset, *, dtype: str = "fp16", layers=None,
               path: str | os.PathLike | None = None, batch_size: int = 64, device=None,
               fingerprint: str | None = None, pad_id: int = 0,
-              progress: bool = True) -> "FeatureCache":
+              progress: bool = True, segments=None) -> "FeatureCache":
         """Run ``encoder`` once over ``dataset`` and cache every token's features.
 
         ``encoder(input_ids [B, T] long, attention_mask [B, T] long) -> hidden [B, T, H]``
@@ -314,11 +314,17 @@ class FeatureCache:
         or an object whose ``.sequences()`` returns one. ``layers`` is recorded in the header
         (configure the encoder's layer selection itself). ``device``: where to run (the encoder
         is moved there); default: the encoder's own device. ``fingerprint=None``: derived from
-        ``encoder.fingerprint()``, the token ids, ``layers`` and ``dtype``.
+        ``encoder.fingerprint()``, the token ids, ``layers`` and ``dtype``. ``segments``: token-type
+        id lists aligned with the sequences (joint pairs: 0 for side a, 1 for side b), passed to the
+        encoder as its third argument; default: ``dataset.segments()`` where it exists, else none.
         """
         _check_dtype(dtype)
         seqs = dataset.sequences() if hasattr(dataset, "sequences") else dataset
         seqs = [list(map(int, s)) for s in seqs]
+        if segments is None and hasattr(dataset, "segments"):
+            segments = dataset.segments()
+        if segments is not None and len(segments) != len(seqs):
+            raise ValueError(f"build: {len(segments)} segment lists for {len(seqs)} sequences")
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         if int(lengths.sum()) == 0:
             raise ValueError("build: the dataset has no tokens")
@@ -348,7 +354,8 @@ class FeatureCache:
             with torch.no_grad(), tqdm(total=len(order), desc="caching features", unit="seq",
                                        disable=not progress) as bar:
                 for batch in batches:
-                    hidden = _run_encoder(encoder, [seqs[i] for i in batch], pad_id, device)
+                    hidden = _run_encoder(encoder, [seqs[i] for i in batch], pad_id, device,
+                                          None if segments is None else [segments[i] for i in batch])
                     if path is not None and writer is None:
                         writer = _Writer(path, dtype, hidden.shape[-1], lengths.tolist())
                     for j, i in enumerate(batch):
@@ -641,15 +648,22 @@ def _map(f: Path, np_dtype, shape) -> Tensor:
     return torch.from_numpy(np.memmap(f, dtype=np_dtype, mode="c", shape=shape))
 
 
-def _run_encoder(encoder, batch: list[list[int]], pad_id: int, device) -> Tensor:
-    """Pad a batch of id lists, run the encoder, return ``hidden [B, T, H]`` float32 on CPU."""
+def _run_encoder(encoder, batch: list[list[int]], pad_id: int, device, segments=None) -> Tensor:
+    """Pad a batch of id lists (and their token types), run the encoder, return ``hidden [B, T, H]``
+    float32 on CPU."""
     T = max(len(s) for s in batch)
     ids = torch.full((len(batch), T), pad_id, dtype=torch.int64)
     mask = torch.zeros((len(batch), T), dtype=torch.int64)
     for j, s in enumerate(batch):
         ids[j, : len(s)] = torch.tensor(s, dtype=torch.int64)
         mask[j, : len(s)] = 1
-    hidden = encoder(ids.to(device), mask.to(device))
+    if segments is None:
+        hidden = encoder(ids.to(device), mask.to(device))
+    else:
+        types = torch.zeros_like(ids)
+        for j, t in enumerate(segments):
+            types[j, : len(t)] = torch.tensor(t, dtype=torch.int64)
+        hidden = encoder(ids.to(device), mask.to(device), types.to(device))
     if not isinstance(hidden, Tensor) or hidden.dim() != 3 or tuple(hidden.shape[:2]) != (len(batch), T):
         got = tuple(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
         raise ValueError(f"encoder must return hidden [B, T, H] = [{len(batch)}, {T}, H], got {got}")

@@ -1,7 +1,7 @@
 """Gather the next batches' cached features while the current batch computes.
 
 ``prefetch(batches, features, device, depth)`` yields each batch with its features attached
-(keys ``"feat:<name>"``, so :func:`stackft.trainer.split_batch` cuts them into micro-batches like
+(keys ``"feat:<name>"``, so :func:`stackft.training.step.split_batch` cuts them into micro-batches like
 any other tensor). On CUDA the gathers run on a side stream, ``depth`` batches ahead: a batch read
 from a pinned host cache crosses PCIe while the previous step's kernels run; the consuming stream
 waits on an event before it touches them. Elsewhere (CPU) the features are computed in the same

@@ -10,7 +10,8 @@ def quantize_int8(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-token symmetric absmax: ``x [L, d]`` float -> ``(q [L, d] int8, scale [L] fp16)``.
 
     The scale is rounded *up* to float16 so that ``|x - q * scale| <= scale / 2`` for every
-    row, tiny ones included (module docstring has the derivation). Raises ValueError if a token's absmax exceeds 127 * 65504.
+    row, tiny ones included (the derivation is in the docstring of :mod:`stackft.cache.format`).
+    Raises ValueError if a token's absmax exceeds 127 * 65504.
     """
     x = x.float()
     a = x.abs().amax(dim=1) if x.shape[1] else x.new_zeros(x.shape[0])

@@ -1,9 +1,10 @@
 """CoNLL-style token-per-line reader with IOB1/IOB2 detection; tags are returned in IOB2.
 
 File layout: one token per line, whitespace-separated columns (CoNLL-2003: ``TOKEN POS CHUNK NER``),
-a blank line ends a sentence, ``-DOCSTART-`` lines are skipped. See spec §4.1 for the schemes:
-IOB1 opens a chunk with ``I-X`` (``B-X`` only between two adjacent chunks of type X), IOB2 opens
-every chunk with ``B-X``.
+a blank line ends a sentence, ``-DOCSTART-`` lines are skipped. The schemes: IOB1 (the original
+CoNLL-2003 files) opens a chunk with ``I-X`` (``B-X`` only between two adjacent chunks of type X),
+IOB2 opens every chunk with ``B-X``. IOB1 is converted by ``I-X -> B-X`` wherever the previous tag
+is neither ``B-X`` nor ``I-X`` (docs/methods.md, section 11).
 """
 
 from __future__ import annotations

@@ -58,6 +58,12 @@ class EncodedDataset(Dataset):
             return out
         return [item["input_ids"] for item in self.items]
 
+    def segments(self) -> list[list[int]] | None:
+        """Token-type id lists in cache order where they matter (joint pairs), else None."""
+        if self.kind == "pairs-joint":
+            return [item["token_type_ids"] for item in self.items]
+        return None
+
 
 def _check_max_length(tokenizer, max_length: int) -> None:
     minimum = tokenizer.num_special_tokens_to_add(pair=False) + 1

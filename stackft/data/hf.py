@@ -12,7 +12,8 @@ from stackft.data.errors import MAX_LINE_CHARS, DataError, ExampleList, Problems
 from stackft.data.pairs import PairExample
 from stackft.data.textcls import TextExample
 
-TASKS = ("ner", "classification", "pairs")
+#: the task names :func:`load_hf_examples` accepts (the task registry is :data:`stackft.tasks.TASKS`)
+HF_TASK_NAMES = ("ner", "classification", "pairs")
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
              ".arrow": "arrow"}
 _TEXT_COLUMNS = ("text", "sentence", "content", "document", "question")
@@ -169,8 +170,8 @@ def load_hf_examples(name_or_path, split: str, task: str, *, text_column: str | 
     the dataset as a whole (no rows, missing columns) raise DataError(source, None, ...) in both
     modes, as does a split left without examples.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task not in HF_TASK_NAMES:
+        raise ValueError(f"task must be one of {HF_TASK_NAMES}, got {task!r}")
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     check_options(on_error, max_line_chars)
@@ -234,3 +235,14 @@ def load_hf_examples(name_or_path, split: str, task: str, *, text_column: str | 
         except DataError as err:
             problems.report(err.line, err.problem)
     return problems.finish(out, empty="no examples found", label_names=names)
+
+
+def __getattr__(name: str):
+    # 0.1 name (deprecated, removed in 0.3): it shadowed the task registry stackft.tasks.TASKS
+    if name == "TASKS":
+        import warnings
+
+        warnings.warn("stackft.data.hf.TASKS was renamed HF_TASK_NAMES (the task registry is stackft.tasks.TASKS); "
+                      "the old name goes away in stackft 0.3", DeprecationWarning, stacklevel=2)
+        return HF_TASK_NAMES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

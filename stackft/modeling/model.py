@@ -55,7 +55,14 @@ class StackModel(nn.Module):
         return self.encoder(input_ids, attention_mask, token_type_ids)
 
     def features(self, batch: dict) -> dict:
-        if self.pair_input:
+        """The encoder's output for ``batch``, as the head's input (a feature dict).
+
+        - single sequences: ``{"hidden" [B,T,H], "mask" [B,T] bool}``;
+        - siamese pairs (``a_input_ids``/``b_input_ids``): ``{"hidden_a", "mask_a", "hidden_b", "mask_b"}``;
+        - joint pairs for a pair head: the single-sequence dict plus ``"token_type_ids" [B,T]``,
+          split by segment in :meth:`forward_features` (see :func:`split_joint_pair`).
+        """
+        if "a_input_ids" in batch:
             return {
                 "hidden_a": self._encode(batch["a_input_ids"], batch["a_attention_mask"]),
                 "mask_a": batch["a_attention_mask"].bool(),
@@ -63,9 +70,14 @@ class StackModel(nn.Module):
                 "mask_b": batch["b_attention_mask"].bool(),
             }
         hidden = self._encode(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        return {"hidden": hidden, "mask": batch["attention_mask"].bool()}
+        out = {"hidden": hidden, "mask": batch["attention_mask"].bool()}
+        if self.pair_input:
+            out["token_type_ids"] = batch["token_type_ids"]
+        return out
 
     def forward_features(self, features: dict) -> torch.Tensor:
+        if self.pair_input and "hidden" in features:
+            features = split_joint_pair(features["hidden"], features["mask"], features["token_type_ids"])
         return self.head(features)
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -78,3 +90,29 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
                                ignore_index=-100, reduction=reduction)
     return F.cross_entropy(logits.float(), labels, reduction=reduction)
+
+def split_joint_pair(hidden: torch.Tensor, mask: torch.Tensor, token_type_ids: torch.Tensor) -> dict:
+    """Split a jointly encoded pair ``[CLS] a [SEP] b [SEP]`` into two padded sequences.
+
+    ``hidden [B,T,H]``, ``mask [B,T]`` (valid tokens), ``token_type_ids [B,T]`` (0: side a, 1: side b;
+    padding may carry 0, the mask excludes it). Side a (``[CLS] a [SEP]``) is the prefix of each row,
+    side b (``b [SEP]``) the tokens after it. Returns ``{"hidden_a" [B,Ta,H], "mask_a" [B,Ta],
+    "hidden_b" [B,Tb,H], "mask_b" [B,Tb]}`` with Ta/Tb the longest side in the batch, zero-padded;
+    each side's states are the joint encoder's, so they have attended to the other side.
+    """
+    mask = mask.bool()
+    is_b = mask & (token_type_ids == 1)
+    len_a = (mask & ~is_b).sum(1)
+    len_b = is_b.sum(1)
+    if hidden.shape[0] > 0 and bool((len_b == 0).all()):
+        raise ValueError("joint pair encoding has no segment-b tokens: the tokenizer gives no token_type_ids; "
+                         "use pair_mode='siamese' for this encoder")
+    ta, tb = max(int(len_a.max()), 1), max(int(len_b.max()), 1)
+    pos_a = torch.arange(ta, device=hidden.device)
+    pos_b = torch.arange(tb, device=hidden.device)
+    mask_a = pos_a[None, :] < len_a[:, None]
+    mask_b = pos_b[None, :] < len_b[:, None]
+    idx_b = (len_a[:, None] + pos_b[None, :]).clamp(max=hidden.shape[1] - 1)
+    hidden_b = torch.gather(hidden, 1, idx_b[:, :, None].expand(-1, -1, hidden.shape[2]))
+    return {"hidden_a": hidden[:, :ta] * mask_a[..., None].to(hidden.dtype), "mask_a": mask_a,
+            "hidden_b": hidden_b * mask_b[..., None].to(hidden.dtype), "mask_b": mask_b}

@@ -1,8 +1,9 @@
-"""Parameter-efficient tuning (PET) for EH-FT phase 1 (../shared/spec/methods.md §3).
+"""Parameter-efficient tuning (PET) for EH-FT phase 1 (Yang et al. 2022, arXiv 2210.16771).
 
-EH-FT (Yang et al. 2022) trains the randomly initialised head together with a small PET module on
-the frozen encoder, then drops the PET parameters and fine-tunes from the pretrained encoder. The
-trainer (``strategy="eh-ft"``) calls this module:
+EH-FT trains the randomly initialised head together with a small PET module (LoRA: Hu et al. 2021,
+arXiv 2106.09685; BitFit: Ben Zaken et al. 2021, arXiv 2106.10199) on the frozen encoder, then
+drops the PET parameters and fine-tunes from the pretrained encoder (docs/methods.md, section 9).
+The trainer (``strategy="eh-ft"``) calls this module:
 
 - ``attach(encoder, method, **opts)``: make ``method``'s parameters the only trainable ones of the
   encoder. ``"lora"`` wraps ``encoder.model`` with a :mod:`peft` LoRA adapter (r=8, alpha=16 on the
@@ -101,7 +102,7 @@ def _set_trainable(encoder: nn.Module) -> None:
 
 
 def attach(encoder: nn.Module, method: str, **opts) -> nn.Module:
-    """Attach PET ``method`` to ``encoder`` (an :class:`~stackft.encoders.Encoder`); returns it.
+    """Attach PET ``method`` to ``encoder`` (an :class:`~stackft.modeling.encoders.Encoder`); returns it.
 
     Afterwards exactly :func:`pet_parameters` require grad. Idempotent for the same method; a
     different method already attached raises ``ValueError`` (detach it first). ``seed`` (the

@@ -1,11 +1,31 @@
 """Optimisation: parameter groups, BERT-Adam, learning-rate schedules, gradient clipping.
 
-See ../shared/spec/methods.md §1.3 (BERT-Adam, schedules, clipping) and §5 (layer-wise decay).
+- :func:`build_param_groups`: one torch param group per (encoder layer, decay / no decay) plus the
+  head's. Layer-wise lr decay: encoder layer k of L (embeddings 0, top layer L) trains at
+  ``encoder_lr * layer_decay**(L-k)``; ``layer_decay=1`` (the default) is one encoder lr. Biases and
+  the parameters of normalisation layers (LayerNorm, RMSNorm, BatchNorm, GroupNorm, HF's
+  ``*LayerNorm``/``*RMSNorm`` classes, any name containing ``LayerNorm``/``layer_norm``) get no
+  weight decay; every other trainable parameter gets ``weight_decay`` (0.01 by default).
+- :class:`BertAdam`: BERT's optimizer, i.e. Adam with decoupled weight decay (the decay term is
+  added to the update, inside the lr product, not to the gradient) and, by default, *no* bias
+  correction of the moments; betas (0.9, 0.999), eps 1e-6. ``make_optimizer``: ``bert_adam``
+  (that), ``adamw`` (the same with bias correction) or ``torch_adamw`` (``torch.optim.AdamW``).
+- :func:`schedule_factor` / :func:`make_scheduler`: the lr multiplier per optimizer step. All
+  schedules start with a linear warmup over W = ``round(warmup_proportion * T)`` of the T steps
+  (10% by default), ramping ``(step+1)/W`` so no step runs at lr 0.
+  ``bert_tf`` (TF BERT's): then ``1 - step/T``, a linear decay that starts from step 0, so the lr
+  steps down at the end of warmup; ``linear_hf`` (HF's ``get_linear_schedule_with_warmup``): a
+  continuous linear decay ``(T-step)/(T-W)``; ``cosine``: half a cosine from 1 to 0 after warmup;
+  ``constant``: 1 after warmup.
+- :func:`clip_gradients`: by the global L2 norm of all gradients (TF BERT's
+  ``clip_by_global_norm``) or per tensor (what the PyTorch ``BertAdam`` port did), max norm from
+  ``TrainConfig.clip`` (1.0).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Iterable
 
 import torch
@@ -32,6 +52,44 @@ def _no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+_NUM_LAYERS_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+
+
+def _config_num_layers(encoder: nn.Module) -> int | None:
+    """The number of transformer layers in ``encoder.config``, if it says (HF models do)."""
+    cfg = getattr(encoder, "config", None)
+    for key in _NUM_LAYERS_KEYS:
+        n = getattr(cfg, key, None)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    return None
+
+
+def _generic_layer_indices(encoder: nn.Module) -> tuple[dict[int, int], int]:
+    """Layer index per parameter (by id) of any encoder module, and the top index L.
+
+    From the parameter name: a name containing ``embed`` 0; ``...layer.N.``, ``layers.N.``,
+    ``h.N.``, ``block(s).N.`` N+1; another ``nn.Embedding`` weight (GPT-2's ``wte``/``wpe``) 0;
+    anything else (pooler, final norm) L. L is the config's ``num_hidden_layers`` /
+    ``n_layer`` / ``num_layers`` (never below the largest index seen), else the largest index seen.
+    """
+    embedding_params = {id(p) for m in encoder.modules() if isinstance(m, nn.Embedding)
+                        for p in m.parameters(recurse=False)}
+    found: dict[int, int | None] = {}
+    for name, p in encoder.named_parameters():
+        m = None if "embed" in name else _LAYER_RE.search(name)
+        if m:
+            found[id(p)] = int(m.group(1)) + 1
+        elif "embed" in name or id(p) in embedding_params:  # an Embedding inside a layer (T5's
+            found[id(p)] = 0  # relative position bias) stays with its layer
+        else:
+            found[id(p)] = None
+    seen = max((k for k in found.values() if k is not None), default=0)
+    L = max(_config_num_layers(encoder) or 0, seen)
+    return {i: (L if k is None else k) for i, k in found.items()}, L
+
+
 def build_param_groups(
     model: nn.Module,
     *,
@@ -40,28 +98,38 @@ def build_param_groups(
     weight_decay: float = 0.01,
     layer_decay: float = 1.0,
 ) -> list[dict]:
-    """Torch param groups for a :class:`~stackft.model.StackModel`-like model.
+    """Torch param groups for a :class:`~stackft.modeling.model.StackModel` or any ``nn.Module``
+    whose ``encoder`` attribute is the encoder.
 
-    The model needs an ``encoder`` attribute with ``layer_index(name)`` and ``num_layers``;
-    every other parameter is the head's. Encoder layer k (embeddings 0, top layer L) gets
-    ``encoder_lr * layer_decay**(L-k)``; the head gets ``head_lr``. Biases and LayerNorm weights
-    get no weight decay. Only trainable parameters are included, each in exactly one group.
-    Groups carry ``name`` (e.g. ``"encoder.layer3.decay"``) and ``layer`` keys for logging.
+    The encoder may be stackft's :class:`~stackft.modeling.encoders.Encoder` (its ``layer_index``
+    and ``num_layers`` number the layers) or a plain module such as a Hugging Face ``BertModel``
+    (numbered from the parameter names, see :func:`_generic_layer_indices`); every other parameter
+    of ``model`` is the head's (a model without ``encoder`` is all head). Encoder layer k
+    (embeddings 0, top layer L) gets ``encoder_lr * layer_decay**(L-k)``; the head gets
+    ``head_lr``. Biases and normalisation-layer parameters get no weight decay, the rest
+    ``weight_decay``. Only trainable parameters are included, each in exactly one group. Groups
+    carry ``name`` (e.g. ``"encoder.layer3.decay"``) and ``layer`` (-1 for the head) for logging.
     """
     if not (math.isfinite(layer_decay) and layer_decay > 0):  # NaN fails every comparison
         raise ValueError(f"layer_decay must be a finite number > 0, got {layer_decay}")
     encoder = getattr(model, "encoder", None)
+    if encoder is not None and not isinstance(encoder, nn.Module):
+        raise TypeError(f"model.encoder must be an nn.Module, got {type(encoder).__name__}")
     no_decay = _no_decay_names(model)
-    L = encoder.num_layers if encoder is not None else 0
+    if encoder is None:
+        L, layer_of = 0, {}
+    elif callable(getattr(encoder, "layer_index", None)) and hasattr(encoder, "num_layers"):
+        L = int(encoder.num_layers)  # stackft's Encoder (names relative to it)
+        layer_of = {id(p): encoder.layer_index(n) for n, p in encoder.named_parameters()}
+    else:
+        layer_of, L = _generic_layer_indices(encoder)
     groups: dict[tuple, dict] = {}
-    enc_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         decay = name not in no_decay
-        if id(p) in enc_ids:
-            rel = name[len("encoder."):] if name.startswith("encoder.") else name
-            k = encoder.layer_index(rel)
+        if id(p) in layer_of:
+            k = layer_of[id(p)]
             key = ("encoder", k, decay)
             lr = encoder_lr * layer_decay ** (L - k)
             gname = f"encoder.layer{k}"

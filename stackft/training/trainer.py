@@ -107,7 +107,11 @@ def resolve_head(cfg: TrainConfig) -> str:
 
 
 def resolve_pair_mode(cfg: TrainConfig) -> str:
-    """Pair encoding: ``cfg.pair_mode``, else siamese for heads that take two sequences, else joint."""
+    """Pair encoding: ``cfg.pair_mode``, else siamese for heads that take two sequences, else joint.
+
+    A pair head (BiMPM, Sim-Transformer) on ``joint`` data reads the joint encoding split by segment
+    (:func:`stackft.modeling.model.split_joint_pair`): both sides have attended to each other.
+    """
     return cfg.pair_mode or ("siamese" if head_pair_input(resolve_head(cfg)) else "joint")
 
 
@@ -206,9 +210,10 @@ class Trainer:
         self.head_name = resolve_head(cfg)
         self.data = data if data is not None else load_run_data(cfg, self.encoder.tokenizer)
         self.model = build_model(cfg, self.encoder, len(self.data.vocab)).to(self.device)
-        if self.model.pair_input != (self.data.train.kind == "pairs-siamese"):
-            raise ValueError(f"head {self.head_name!r} needs {'siamese' if self.model.pair_input else 'joint'} "
-                             f"pair encoding, data was encoded as {self.data.train.kind}")
+        kind = self.data.train.kind
+        if (kind == "pairs-siamese" and not self.model.pair_input) or (self.model.pair_input and not kind.startswith("pairs")):
+            raise ValueError(f"head {self.head_name!r} cannot read data encoded as {kind!r}: "
+                             f"{'pair heads need pair data' if self.model.pair_input else 'siamese pairs need a pair head'}")
         # best/ is chosen among the evaluations of the phase whose model the strategy produces
         # (phase 2 of two-phase strategies), never a phase-1 head the run went past
         self.final_phase = max(i for i, p in enumerate(self.phases) if p.epochs > 0)
@@ -250,8 +255,10 @@ class Trainer:
         if phase.train_encoder or phase.pet or self.cfg.cache == "off":
             return
         cfg = self.cfg
+        siamese = self.data.train.kind == "pairs-siamese"
         self.features = CachedFeatures.for_data(
-            self.encoder, self.data, pair_input=self.model.pair_input, root=cache_root(cfg.cache),
+            self.encoder, self.data, pair_input=siamese, segments=self.model.pair_input and not siamese,
+            root=cache_root(cfg.cache),
             dtype=cfg.cache_dtype, device=self.device, placement=cfg.cache_placement,
             batch_size=cfg.eval_batch_size, progress=cfg.progress and self.dist.is_main, dist=self.dist)
 

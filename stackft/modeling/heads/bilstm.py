@@ -1,4 +1,5 @@
-"""BiLSTM tagger for the stack-and-finetune NER head (methods.md §1.6 A), and a packed-LSTM helper.
+"""BiLSTM tagger, the stack-and-finetune NER head (Wang et al. 2019: BERT -> BiLSTM -> per-token
+linear, no CRF; sizes are stackft's, see docs/methods.md, section 6), and a packed-LSTM helper.
 
 ``hidden [B, T, H] -> Dropout -> BiLSTM (256 per direction) -> Dropout -> Linear -> [B, T, C]``.
 """

@@ -1,4 +1,5 @@
-"""BERT+BiMPM pair classifier (methods.md §1.6 C; math in anchors.md §1.1, Wang et al. 2017).
+"""BERT+BiMPM pair classifier (BiMPM: Wang, Hamza & Florian 2017, arXiv 1702.03814; the matching
+formulas and where stackft follows the paper rather than AllenNLP: docs/methods.md, section 7).
 
 Siamese features ``{"hidden_a" [B,T1,H], "mask_a", "hidden_b" [B,T2,H], "mask_b"}``; P = side a, Q = side b.
 

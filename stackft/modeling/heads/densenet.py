@@ -1,4 +1,8 @@
-"""BERT+DenseNet text classifier (methods.md §1.6 B).
+"""BERT+DenseNet text classifier (Wang et al. 2019, arXiv 1907.05338; DenseNet: Huang et al. 2017,
+arXiv 1608.06993; docs/methods.md, section 6).
+
+The paper: "four independent blocks and each block has four CNNs connected by residual", the
+output concatenated with [CLS]. stackft reads "independent" as parallel:
 
 Four independent (parallel) blocks of four Conv1d layers each; block b uses kernel size
 ``kernel_sizes[b]`` (2, 3, 4, 5) with 'same'-length padding. Inside a block:

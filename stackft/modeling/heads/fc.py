@@ -1,4 +1,4 @@
-"""Two-layer FC heads, the finetune-only baseline (methods.md §1.6 A–C).
+"""Two-layer FC heads, the finetune-only baseline of every task (Wang et al. 2019: "FC -> FC -> softmax").
 
 ``Linear(H, H) -> ReLU -> Dropout -> Linear(H, C)``, per token or on the [CLS] vector (position 0).
 The sequence head also serves joint pair encodings (pair_input False).

@@ -1,4 +1,5 @@
-"""BERT+HighwayLSTM text classifier (methods.md §1.6 B; math in anchors.md §2.1, He et al. 2017 / AllenNLP).
+"""BERT+HighwayLSTM text classifier: the highway LSTM of He et al. (2017, "Deep Semantic Role
+Labeling", ACL) in the gate layout of AllenNLP's alternating highway LSTM (docs/methods.md, section 8).
 
 Per layer and direction, gates from ``W_x x_t`` (6H: i, f, g, o, r, carry) and ``W_h h_{t-1} + b`` (5H):
 ``c_t = f·c_{t-1} + i·g``, ``h_t = r·o·tanh(c_t) + (1 - r)·carry`` where the carry is the linear
@@ -19,8 +20,12 @@ from stackft.modeling.heads.init import block_orthogonal, kaiming_init, kaiming_
 from stackft.modeling.heads.pooling import lengths_from_mask, masked_max
 
 
-class HighwayLSTMLayer(nn.Module):
-    """One direction of one highway LSTM layer: ``x [B, T, in]`` -> ``out [B, T, H]`` (0 at t >= length).
+class UnidirectionalHighwayLSTM(nn.Module):
+    """One direction of one highway LSTM layer, as an ``nn.Module`` holding its weights:
+    ``x [B, T, in]`` -> ``out [B, T, H]`` (0 at t >= length).
+
+    The recurrence runs in :func:`stackft.kernels.highway_lstm` (whose Triton autograd function is
+    ``stackft.kernels.ops.highway_lstm.HighwayLSTMLayerFunction``).
 
     Parameters: ``W_x [6H, in]``, ``W_h [5H, H]``, ``b [5H]`` (forget-gate slice initialised to 1).
     """
@@ -63,8 +68,8 @@ class HighwayLSTMClassifier(nn.Module):
         self.layers = nn.ModuleList()
         for layer in range(num_layers):
             in_size = hidden_size if layer == 0 else 2 * lstm_hidden
-            self.layers.append(nn.ModuleList([HighwayLSTMLayer(in_size, lstm_hidden),
-                                              HighwayLSTMLayer(in_size, lstm_hidden, reverse=True)]))
+            self.layers.append(nn.ModuleList([UnidirectionalHighwayLSTM(in_size, lstm_hidden),
+                                              UnidirectionalHighwayLSTM(in_size, lstm_hidden, reverse=True)]))
         out_size = 2 * lstm_hidden + (hidden_size if concat_cls else 0)
         self.classifier = nn.Linear(out_size, num_labels)
         kaiming_init(self)
@@ -87,3 +92,18 @@ class HighwayLSTMClassifier(nn.Module):
         if self.concat_cls:
             pooled = torch.cat([pooled, hidden[:, 0]], dim=-1)
         return self.classifier(self.dropout(pooled))
+
+
+# 0.1 name (deprecated, removed in 0.3): it collided with the Triton autograd function
+# stackft.kernels.ops.highway_lstm.HighwayLSTMLayer (now HighwayLSTMLayerFunction).
+_RENAMED = {"HighwayLSTMLayer": "UnidirectionalHighwayLSTM"}
+
+
+def __getattr__(name: str):
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(f"{__name__}.{name} was renamed {_RENAMED[name]}; the old name goes away in stackft 0.3",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,6 @@
-"""Kaiming initialisation for task heads (methods.md §1.4).
+"""Kaiming initialisation for task heads (He et al. 2015, arXiv 1502.01852; docs/methods.md, section 5).
+
+Wang et al. (2019) initialise their heads with Kaiming init and give no detail; the recipe is:
 
 - ``nn.Linear`` / ``nn.Conv1d`` weights: ``kaiming_normal_(mode="fan_in", nonlinearity="relu")``,
   biases 0. PyTorch's own default (``kaiming_uniform_(a=√5)``) has a different gain, so every head

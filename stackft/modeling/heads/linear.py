@@ -1,4 +1,4 @@
-"""Linear heads: the linear probe of LP-FT (Kumar et al. 2022; methods.md §3.4).
+"""Linear heads: the linear probe of LP-FT (Kumar et al. 2022, arXiv 2202.10054; docs/methods.md, section 9).
 
 ``Dropout -> Linear(H, C)`` per token, or on the [CLS] vector (position 0).
 """

@@ -1,5 +1,5 @@
-"""Sim-Transformer pair classifier (methods.md §1.6 C): BiMPM matching, then a Transformer encoder
-in place of the aggregation BiLSTM.
+"""Sim-Transformer pair classifier (Wang et al. 2019, arXiv 1907.05338; docs/methods.md, section 6):
+BiMPM matching, then a Transformer encoder in place of the aggregation BiLSTM.
 
 ``MultiPerspectiveMatching`` (context BiLSTM by default) -> Dropout -> Linear(F, d_model=256) ->
 2-layer ``nn.TransformerEncoder`` (4 heads, FF 1024, dropout 0.1, padding mask from the features),

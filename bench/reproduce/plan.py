@@ -1,0 +1,176 @@
+"""The plan: the grid of tasks, cells and seeds, and every cell's TrainConfig.
+
+A *cell* is one (strategy, head) configuration of a task, trained once per seed pair; an ensemble
+cell trains nothing and soft-votes other cells' runs of the same seeds. ``BASE``, ``CPU_HEADS``
+and ``SUBSAMPLE`` hold what differs between ``--scale`` cpu, full and smoke.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCALES = ("cpu", "full", "smoke")
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str  # folder name and label
+    strategy: str | None  # None: an ensemble of other cells
+    head: str | None = None
+    head_options: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)  # TrainConfig fields for this cell only
+    members: tuple = ()  # ensemble: names of the member cells
+    pair_mode: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    key: str  # ner | yahoo | qqp
+    task: str  # stackft task name
+    title: str
+    train_file: str  # relative to the data root
+    dev_file: str | None
+    dev_size: int | None  # for a split cut from the training file
+    max_train: int | None
+    max_dev: int | None
+    cells: tuple
+    baseline: str = "finetune-only"
+    # the paper's claim, for the verdict: (cell, {metric: delta in points})
+    claim: tuple = ()
+
+
+BASE = {  # TrainConfig fields per scale, for every cell
+    "cpu": dict(max_length=64, batch_size=16, eval_batch_size=64, phase1_epochs=3, stack_epochs=6,
+                phase2_epochs=2, phase2_lr=5e-5, evals_per_epoch=2),
+    "full": dict(),  # the library's defaults (max_length 128, batch 32, 3 + 3 epochs, phase-2 lr 2e-5)
+    # plumbing check only (a minute or two): tiny data, one epoch per phase
+    "smoke": dict(max_length=32, batch_size=8, eval_batch_size=64, phase1_epochs=1, stack_epochs=1,
+                  phase2_epochs=1, phase2_lr=5e-5, evals_per_epoch=1),
+}
+
+# smaller stacked heads at cpu scale (one CPU thread); full scale uses the spec's sizes
+CPU_HEADS = {
+    "bilstm": dict(lstm_hidden=128),
+    "densenet": dict(channels=128),
+    "highway-lstm": dict(lstm_hidden=128),
+    "sim-transformer": dict(d_model=128, dim_feedforward=512),
+}
+
+SUBSAMPLE = {  # (max_train, max_dev) per task and scale; None = all
+    "cpu": {"ner": (400, 300), "yahoo": (256, 200), "qqp": (400, 300)},
+    "full": {"ner": (None, None), "yahoo": (None, None), "qqp": (None, None)},
+    "smoke": {"ner": (24, 16), "yahoo": (24, 16), "qqp": (24, 16)},
+}
+
+
+def task_plans(scale: str) -> dict[str, TaskPlan]:
+    sub = SUBSAMPLE[scale]
+
+    def heads(name: str) -> dict:
+        return dict(CPU_HEADS.get(name, {})) if scale != "full" else {}
+
+    # EH-FT's stage 1 is 1/10 of the budget (Yang et al. 2022) and runs the encoder live (LoRA): one epoch
+    ehft = dict(pet="lora", phase1_epochs=1)
+    return {
+        "ner": TaskPlan(
+            "ner", "ner", "NER (CoNLL-2003)", "conll2003/train.txt", "conll2003/dev.txt", None, *sub["ner"],
+            cells=(
+                Cell("finetune-only", "finetune-only", "fc"),
+                Cell("stack-only", "stack-only", "bilstm", heads("bilstm")),
+                Cell("stack-and-finetune", "stack-and-finetune", "bilstm", heads("bilstm")),
+            ),
+            claim=(("stack-and-finetune", {"f1": 6.8, "accuracy": 0.99}),),
+        ),
+        "yahoo": TaskPlan(
+            "yahoo", "classification", "Yahoo! Answers, 2 classes", "yahoo/train.csv", None, 400, *sub["yahoo"],
+            cells=(
+                Cell("finetune-only", "finetune-only", "fc"),
+                Cell("snf-densenet", "stack-and-finetune", "densenet", heads("densenet")),
+                Cell("snf-highway-lstm", "stack-and-finetune", "highway-lstm", heads("highway-lstm")),
+                Cell("ensemble", None, members=("finetune-only", "snf-densenet", "snf-highway-lstm")),
+                Cell("lp-ft", "lp-ft", "linear"),
+                Cell("eh-ft-lora", "eh-ft", "fc", overrides=ehft),
+            ),
+            claim=(("ensemble", {"accuracy": 0.72, "f1": 0.5}),),
+        ),
+        "qqp": TaskPlan(
+            "qqp", "pairs", "QQP (BiMPM dev file as a 9k/1k pool)", "qqp/dev.tsv", None, 1000, *sub["qqp"],
+            cells=(
+                Cell("finetune-only", "finetune-only", "fc", pair_mode="joint"),
+                Cell("snf-bimpm", "stack-and-finetune", "bimpm", pair_mode="siamese"),
+                Cell("snf-bimpm-noctx", "stack-and-finetune", "bimpm-noctx", pair_mode="siamese"),
+                Cell("snf-sim-transformer", "stack-and-finetune", "sim-transformer", heads("sim-transformer"),
+                     pair_mode="siamese"),
+            ),
+            claim=(("snf-sim-transformer", {"accuracy": 4.7}),),
+        ),
+    }
+
+
+def cell_config(plan: TaskPlan, cell: Cell, scale: str, data_root: Path, out: Path, encoder: str | None = None):
+    """The TrainConfig of ``cell`` (its run folders go under ``out/TASK/CELL``)."""
+    from stackft.config import TrainConfig
+
+    fields = dict(BASE[scale])
+    fields.update(
+        task=plan.task, strategy=cell.strategy, head=cell.head, head_options=dict(cell.head_options), encoder=encoder,
+        train_path=str(data_root / plan.train_file),
+        dev_path=str(data_root / plan.dev_file) if plan.dev_file else None,
+        dev_size=plan.dev_size, split_seed=0, max_train=plan.max_train, max_dev=plan.max_dev,
+        pair_mode=cell.pair_mode, cache=str(out / "cache"), progress=False,
+        output_dir=str(out / plan.key / cell.name),
+    )
+    fields.update(cell.overrides)
+    return TrainConfig(**fields)
+
+
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            a, b = part.split("-")
+            seeds.extend(range(int(a), int(b) + 1))
+        elif part:
+            seeds.append(int(part))
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise SystemExit(f"--seeds {text!r}: give distinct seeds, e.g. 0,1,2 or 0-4")
+    return seeds
+
+
+def trial_grid(seeds: list[int], grid: bool) -> list[tuple[int, int]]:
+    return [(i, d) for i in seeds for d in seeds] if grid else [(s, s) for s in seeds]
+
+
+def required_files(plans: dict[str, TaskPlan], keys) -> list[str]:
+    """The data files (relative to the data root) the tasks ``keys`` read."""
+    return [f for k in keys for f in (plans[k].train_file, plans[k].dev_file) if f]
+
+
+def plan_summary(plans: dict[str, TaskPlan], keys, scale: str, pairs, data_root: Path, out: Path,
+                 encoder: str | None = None) -> dict:
+    """What a run would train, as JSON-ready data (``--dry-run``): per task and cell, its settings
+    and which of its run folders are done (``summary.json`` written) or still to train."""
+    from stackft.run_dir import RunDir
+    from stackft.studies.study import trial_id
+
+    tasks = {}
+    for key in keys:
+        plan = plans[key]
+        cells = {}
+        for cell in plan.cells:
+            if cell.strategy is None:
+                cells[cell.name] = {"strategy": "ensemble (soft vote)", "members": list(cell.members)}
+                continue
+            cfg = cell_config(plan, cell, scale, data_root, out, encoder)
+            runs = {trial_id(i, d): ("done" if RunDir(Path(cfg.output_dir) / trial_id(i, d)).is_finished()
+                                     else "to train") for i, d in pairs}
+            settings = {k: v for k, v in cfg.to_dict().items() if k not in ("progress",)}
+            cells[cell.name] = {"strategy": cell.strategy, "head": cell.head, "config": settings, "runs": runs}
+        tasks[key] = {"title": plan.title, "task": plan.task, "cells": cells}
+    missing = [f for f in required_files(plans, keys) if not (data_root / f).is_file()]
+    return {"scale": scale, "data_root": str(data_root), "missing_data": missing, "out": str(out),
+            "seed_pairs": [list(p) for p in pairs], "base_config": BASE[scale], "tasks": tasks}

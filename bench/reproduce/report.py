@@ -1,0 +1,505 @@
+"""The report: collect the finished run folders into tables, verdicts and plots.
+
+:func:`build_results` reads every cell's run folders (``summary.json``, ``metrics.jsonl``,
+``phase1_end/meta.json``, ``trial.json``, through :class:`stackft.run_dir.RunDir`) into one JSON
+record; :func:`write_report` turns it into ``docs/results.md`` (mean ± sd and raw scores per cell,
+paired differences to finetune-only, expected max of n = 1..N runs, wall time per phase, a verdict
+per task) and expected-max plots in ``docs/img/``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from stackft.run_dir import META_FILE, RunDir
+
+from .plan import BASE, TaskPlan, cell_config
+from .run import read_invocations
+
+DEFAULT_ENCODER_LABEL = "all-MiniLM-L6-v2"
+
+
+def _read(path: Path):
+    """A JSON file, or None when it is missing or cut short (a run killed while writing it)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _read_metrics(run: RunDir) -> list:
+    """A run's evaluation records, [] when it has none yet (or its log is unreadable)."""
+    try:
+        return run.read_metrics()
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def phase1_summary(runs: list) -> str:
+    """How phase 1 of a two-phase cell ended, per run: evaluations run and the stop rule."""
+    parts = []
+    for r in runs:
+        if r.get("phase1_stop") is None:
+            continue
+        why = r["phase1_stop"] or "ran to its epoch cap"
+        why = why.replace("train-validation gap", "gap")
+        res = "" if r.get("phase1_dev") is None else f", phase-1 model dev {r['phase1_dev']:.2f}"
+        parts.append(f"{r['phase1_evals']} eval(s), {why}{res}")
+    return "; ".join(parts)
+
+
+def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None) -> dict:
+    """Per cell: per-run scores (x100), phase times, the expected-max curve."""
+    from stackft.studies.expected import expected_max_curve
+    from stackft.studies.study import TRIAL_FILE, trial_id
+
+    cells = {}
+    for cell in plan.cells:
+        runs = []
+        for i, d in pairs:
+            tid = trial_id(i, d)
+            if cell.strategy is None:
+                row = _read(out / plan.key / cell.name / f"{tid}.json")
+                if row is None:
+                    continue
+                member_wall = 0.0
+                for m in cell.members:
+                    t = _read(out / plan.key / m / tid / TRIAL_FILE) or {}
+                    member_wall += float(t.get("wall_time") or 0.0)
+                runs.append({"trial": tid, "init_seed": i, "data_seed": d,
+                             "score": 100 * row["ensemble"][metric],
+                             "secondary": 100 * row["ensemble"][secondary] if secondary else None,
+                             "phase_times": {"ensemble_predict": row["wall_time"]},
+                             "wall_time": member_wall + row["wall_time"]})
+                continue
+            run = RunDir(out / plan.key / cell.name / tid)
+            summ, trial = _read(run.summary), _read(run.root / TRIAL_FILE)
+            if summ is None or summ.get("status") != "finished":
+                continue
+            dev = summ["best"]["dev"]
+            p1 = (_read(run.phase_end("phase1") / META_FILE) or {}).get("metrics", {})
+            records = _read_metrics(run)
+            p1_evals = [r for r in records if r.get("phase") == "phase1"]
+            p2_devs = [r["dev"][metric] for r in records if r.get("phase") == "phase2"]
+            p1_dev = None
+            if p1_evals:  # the evaluation phase 1 ended on (stackft.stopper): plateau = best dev; gap = the
+                cfg_saved = _read(run.config) or {}  # last within tolerance, else the first
+                if all(r.get("train") for r in p1_evals):
+                    tol = cfg_saved.get("gap_tol", 0.02)
+                    ok = [r for r in p1_evals if r["train"][metric] - r["dev"][metric] <= tol]
+                    p1_dev = (ok[-1] if ok else p1_evals[0])["dev"][metric]
+                else:
+                    p1_dev = max(r["dev"][metric] for r in p1_evals)
+            runs.append({"phase1_stop": p1.get("stop_reason") if run.phase_end("phase1").exists() else None,
+                         "phase1_evals": len(p1_evals),
+                         "phase1_dev": None if p1_dev is None else 100 * p1_dev,
+                         # two-phase runs: the best phase-2 evaluation (best/ may be a phase-1 model)
+                         "phase2_score": 100 * max(p2_devs) if p2_devs else None,
+                         "trial": tid, "init_seed": i, "data_seed": d, "score": 100 * dev[metric],
+                         "secondary": 100 * dev[secondary] if secondary else None,
+                         "best_phase": summ["best"].get("phase"), "best_step": summ["best"].get("step"),
+                         "phase_times": summ.get("phase_times", {}),
+                         "phase_steps": (trial or {}).get("phase_steps", {}),
+                         "wall_time": float((trial or {}).get("wall_time")
+                                            or sum(summ.get("phase_times", {}).values()))})
+        scores = [r["score"] for r in runs]
+        entry = {"strategy": cell.strategy or "ensemble (soft vote)", "head": cell.head,
+                 "head_options": dict(cell.head_options), "overrides": dict(cell.overrides),
+                 "members": list(cell.members), "runs": runs, "n": len(runs)}
+        if scores:
+            entry["mean"] = statistics.fmean(scores)
+            entry["sd"] = statistics.stdev(scores) if len(scores) > 1 else 0.0
+            entry["expected_max"] = [{"n": n, "e": e, "sd": s} for n, e, s in expected_max_curve(scores)]
+            p2 = [r["phase2_score"] for r in runs if r.get("phase2_score") is not None]
+            if p2:
+                entry["phase2_mean"] = statistics.fmean(p2)
+                entry["phase2_sd"] = statistics.stdev(p2) if len(p2) > 1 else 0.0
+            sec = [r["secondary"] for r in runs if r["secondary"] is not None]
+            if sec:
+                entry["secondary_mean"] = statistics.fmean(sec)
+                entry["secondary_sd"] = statistics.stdev(sec) if len(sec) > 1 else 0.0
+            keys = sorted({k for r in runs for k in r["phase_times"]})
+            entry["phase_time_mean"] = {k: statistics.fmean(r["phase_times"].get(k, 0.0) for r in runs) for k in keys}
+            entry["wall_time_mean"] = statistics.fmean(r["wall_time"] for r in runs)
+            skeys = list(dict.fromkeys(k for r in runs for k in r.get("phase_steps", {})))
+            entry["phase_steps"] = {k: [r.get("phase_steps", {}).get(k, 0) for r in runs] for k in skeys}
+        cells[cell.name] = entry
+    return cells
+
+
+def compare(base: dict, other: dict, key: str = "score") -> dict | None:
+    """Paired (same seeds) differences other - base, in points."""
+    b = {r["trial"]: r[key] for r in base["runs"] if r.get(key) is not None}
+    o = {r["trial"]: r[key] for r in other["runs"] if r.get(key) is not None}
+    common = sorted(set(b) & set(o))
+    if not common:
+        return None
+    diffs = [o[t] - b[t] for t in common]
+    return {"n": len(diffs), "mean": statistics.fmean(diffs),
+            "sd": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            "wins": sum(x > 0 for x in diffs), "losses": sum(x < 0 for x in diffs), "diffs": diffs}
+
+
+def verdict_phrase(c: dict, base_sd: float) -> str:
+    n, mean = c["n"], c["mean"]
+    noise = max(base_sd, c["sd"])
+    if c["wins"] == n and mean > noise:
+        return f"ahead on all {n} seeds, by more than the seed spread"
+    if c["losses"] == n and -mean > noise:
+        return f"behind on all {n} seeds, by more than the seed spread"
+    if c["wins"] == n:
+        return f"ahead on all {n} seeds, but by less than the seed spread ({noise:.2f})"
+    if c["losses"] == n:
+        return f"behind on all {n} seeds, but by less than the seed spread ({noise:.2f})"
+    return f"ahead on {c['wins']} of {n} seeds: no consistent difference"
+
+
+def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid: bool, pairs, plans: dict,
+                  keys: list[str], data_root: Path, out: Path, encoder, encoder_name: str | None,
+                  t_start: float) -> dict:
+    """Everything the report shows, from the run folders under ``out`` (the JSON record).
+
+    ``encoder`` (loaded) tokenizes the dev sets for the data notes; ``encoder_name`` is what the
+    cells' configs record (None: the packaged all-MiniLM-L6-v2).
+    """
+    from stackft.data.pipeline import load_task_data, read_examples
+    from stackft.tasks import get_task
+
+    results = {
+        "scale": scale,
+        "command": command,
+        "note": note,
+        "invocations": read_invocations(out),
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "seeds": seeds, "grid": grid,
+        "seed_note": ("every (init_seed, data_seed) pair of " if grid else "init_seed = data_seed = s for s in ")
+                     + ", ".join(map(str, seeds)) + "; split_seed 0 (one fixed split and subsample for every run)",
+        "n_runs": len(pairs),
+        "base_config": BASE[scale],
+        "encoder": encoder_name or DEFAULT_ENCODER_LABEL,
+        "gap_tol": cell_config(plans[keys[0]], plans[keys[0]].cells[0], scale, data_root, out, encoder_name).gap_tol,
+        "tasks": {},
+    }
+    runs_s = 0.0
+    for key in keys:
+        plan = plans[key]
+        spec = get_task(plan.task)
+        secondary = "accuracy" if spec.name == "ner" else None
+        cfg0 = cell_config(plan, plan.cells[0], scale, data_root, out, encoder_name)
+        data = load_task_data(cfg0.task, cfg0.train_path, cfg0.dev_path, tokenizer=encoder.tokenizer,
+                              max_length=cfg0.max_length, dev_size=cfg0.dev_size, split_seed=cfg0.split_seed,
+                              max_train=cfg0.max_train, max_dev=cfg0.max_dev)
+        n_train_file = len(read_examples(spec.name, cfg0.train_path))
+        if cfg0.dev_path:
+            train_pool, dev_pool = n_train_file, len(read_examples(spec.name, cfg0.dev_path))
+            src = f"{plan.train_file} / {plan.dev_file}"
+        else:
+            dev_pool = plan.dev_size
+            train_pool = n_train_file - dev_pool
+            src = f"{plan.train_file} split {train_pool}/{dev_pool} (stratified, split_seed 0)"
+        unit = "sentences" if spec.name == "ner" else ("pairs" if spec.name == "pairs" else "texts")
+        trunc = data.train.n_truncated
+        note = (f"{src}; {unit}; max_length {cfg0.max_length}: {trunc} of {len(data.train)} training inputs "
+                f"truncated")
+        majority = None
+        if spec.name != "ner":
+            labels = [e.label for e in data.dev.examples]
+            majority = 100 * max(labels.count(v) for v in set(labels)) / len(labels)
+        cells = collect(plan, pairs, out, spec.metric, secondary)
+        comparisons = {}
+        for name, c in cells.items():
+            if name != plan.baseline and c["n"] and cells[plan.baseline]["n"]:
+                comparisons[name] = compare(cells[plan.baseline], c)
+                if secondary:
+                    comparisons[name + ":secondary"] = compare(cells[plan.baseline], c, "secondary")
+                if any(r.get("phase2_score") is not None for r in c["runs"]):
+                    base_as_p2 = {**cells[plan.baseline], "runs": [{**r, "phase2_score": r["score"]}
+                                                                   for r in cells[plan.baseline]["runs"]]}
+                    comparisons[name + ":phase2"] = compare(base_as_p2, c, "phase2_score")
+        for c in cells.values():
+            if c["strategy"].startswith("ensemble"):
+                runs_s += sum(r["phase_times"]["ensemble_predict"] for r in c["runs"])
+            else:
+                runs_s += sum(r["wall_time"] for r in c["runs"])
+        t = {"title": plan.title, "metric": spec.metric, "secondary": secondary,
+             "data": {"train": len(data.train), "dev": len(data.dev), "train_pool": train_pool, "dev_pool": dev_pool,
+                      "note": note, "train_truncated": trunc, "dev_truncated": data.dev.n_truncated,
+                      "dev_majority": majority},
+             "cells": cells, "comparisons": comparisons, "notes": []}
+        if key == "yahoo" and cells.get("ensemble", {}).get("n"):
+            t["notes"].append("The ensemble averages three models (three runs of compute) and is compared with "
+                              "one finetune-only run; its members' checkpoints were selected on the same dev "
+                              "set it is scored on.")
+        if key == "yahoo":
+            t["notes"].append("lp-ft: linear probe on the frozen encoder (3 epochs, plateau stop), then full "
+                              "fine-tuning; eh-ft-lora: fc head + LoRA (r 8, α 16) on the frozen encoder, LoRA "
+                              "dropped and the encoder restored before full fine-tuning (EH-FT, Yang et al. 2022).")
+        t["verdicts"] = task_verdicts(plan, t, scale)
+        results["tasks"][key] = t
+    results["timing"] = {"invocation_s": time.perf_counter() - t_start, "runs_s": runs_s}
+    return results
+
+
+METRIC_NAMES = {"f1": "entity F1", "accuracy": "accuracy"}
+
+
+def machine_info() -> dict:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": cpu, "host_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "gpu": gpu, "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def fmt(x: float | None, nd: int = 2) -> str:
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def _plot_style() -> None:
+    """plot_expected_max pins its legend to the lower right: a smaller, more transparent legend hides
+    less of the curves under it."""
+    import matplotlib
+
+    matplotlib.rcParams.update({"legend.fontsize": "small", "legend.framealpha": 0.55})
+
+
+def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
+    from stackft.studies.plots import plot_expected_max
+
+    scale = results["scale"]
+    L = []
+    L.append(f"# Reproduction of Wang et al. 2019 (stack-and-finetune) with "
+             f"{results.get('encoder', DEFAULT_ENCODER_LABEL)}: `--scale {scale}`")
+    L.append("")
+    L.append("*Generated by `bench/reproduce.py`; rerun it (or `--report-only`) rather than editing this file.*")
+    L.append("")
+    L.append("## Setup")
+    L.append("")
+    inv = [i for i in results["invocations"] if i.get("runs_trained")]
+    if inv:
+        L.append("- **Command:** " + "; then ".join(f"`{i['command']}` ({i['runs_trained']} runs, "
+                                                   f"{i['wall_s'] / 60:.1f} min, started {i['start']})" for i in inv)
+                 + (" (the first invocation(s) trained the runs that later ones skipped: the script resumes)"
+                    if len(inv) > 1 else ""))
+    if results["command"] not in {i["command"] for i in inv}:
+        L.append(f"- **This report written by:** `{results['command']}`")
+    L.append(f"- **Report written:** {results['date']}")
+    m = results["machine"]
+    dev = f"GPU {m['gpu']}" if m["gpu"] else f"CPU only, {m['torch_threads']} torch thread(s) of {m['host_cpus']}"
+    L.append(f"- **Machine:** {m['cpu']}; {dev}; torch {m['torch']}, Python {m['python']}.")
+    if results.get("note"):
+        L.append(f"- **Note:** {results['note']}")
+    if results.get("encoder", DEFAULT_ENCODER_LABEL) == DEFAULT_ENCODER_LABEL:
+        L.append("- **Encoder:** all-MiniLM-L6-v2 (6 layers, hidden 384, 22M parameters), not the paper's BERT-base.")
+    else:
+        L.append(f"- **Encoder:** `{results['encoder']}`, not the paper's BERT-base.")
+    L.append(f"- **Seeds:** {results['seed_note']}. N = {results['n_runs']} runs per cell.")
+    tw = results["timing"]
+    total_inv = sum(i["wall_s"] for i in inv)
+    L.append(f"- **Wall time:** {total_inv / 60:.1f} min over the training invocation(s) above (everything: "
+             f"encoder and data loading, cache builds, training, evaluation, ensembles); "
+             f"{tw['runs_s'] / 60:.1f} min of that inside the runs themselves.")
+    L.append("")
+    L.append("Every setting not listed here is the `TrainConfig` default (README \"Defaults\"). "
+             "Per-run folders hold the full `config.json`.")
+    L.append("")
+    L.append("| task | train examples | dev examples | other settings |")
+    L.append("|---|---|---|---|")
+    for key, t in results["tasks"].items():
+        d = t["data"]
+        L.append(f"| {t['title']} | {d['train']} (of {d['train_pool']}) | {d['dev']} (of {d['dev_pool']}) | "
+                 f"{d['note']} |")
+    L.append("")
+    base = results["base_config"]
+    L.append("Shared settings: " + (", ".join(f"`{k}={v}`" for k, v in base.items()) if base else
+                                    "the library defaults") + ". Head options and per-cell overrides are in each "
+             "task's table. Phase 2 trains head and encoder at the same lr (`phase2_head_lr` unset), as in "
+             "finetune-only. The score of a run is its best dev evaluation (the `best/` checkpoint); there is "
+             "no test split here, so dev both selects the checkpoint and measures it, which flatters every "
+             "cell alike.")
+    L.append("")
+
+    L.append("## Verdicts")
+    L.append("")
+    for key, t in results["tasks"].items():
+        for v in t["verdicts"]:
+            L.append(f"- {v}")
+    L.append("")
+    L.append("Caveats that apply to all three: the encoder is MiniLM-L6 (a distilled, 6-layer model), not "
+             "BERT-base; the training sets are subsampled (see above) and the paper's were complete, so the "
+             "absolute numbers are not comparable with the paper's; with N = "
+             f"{results['n_runs']} seeds the spread estimates are themselves rough (Dodge et al.: with fewer than "
+             "~5 runs look at the raw values, not the curve).")
+    L.append("")
+
+    for key, t in results["tasks"].items():
+        metric = METRIC_NAMES[t["metric"]]
+        L.append(f"## {t['title']}")
+        L.append("")
+        L.append(f"Dev {metric} ×100, best evaluation of each run. \"best checkpoint from\": the phase whose "
+                 "evaluation was best, per run. A run's `best/` is its best dev evaluation over all phases, so "
+                 "for two-phase strategies it can be a phase-1 (stacked-only) model, even one from after the "
+                 "evaluation the gap rule handed to phase 2; \"phase-2 evaluations only\" is the best dev score "
+                 "among phase-2 evaluations, the model the method actually produces. Δ = paired difference of "
+                 "the headline score to finetune-only (same seeds), mean ± sd of the differences.")
+        L.append("")
+        sec_hdr = " | token acc. mean ± sd" if t["secondary"] else ""
+        L.append(f"| cell | strategy | head (options) | N | mean ± sd | raw per seed | best checkpoint from | "
+                 f"phase-2 evaluations only | Δ vs finetune-only{sec_hdr} |")
+        L.append("|---|---|---|---|---|---|---|---|---|" + ("---|" if t["secondary"] else ""))
+        for name, c in t["cells"].items():
+            if not c["n"]:
+                L.append(f"| {name} | {c['strategy']} | {c['head'] or '–'} | 0 | – | – | – | – | –"
+                         + (" | –" if t["secondary"] else "") + " |")
+                continue
+            opts = ", ".join(f"{k}={v}" for k, v in {**c["head_options"], **c["overrides"]}.items())
+            head = (c["head"] or "+".join(c["members"])) + (f" ({opts})" if opts else "")
+            raw = ", ".join(f"{r['score']:.2f}" for r in c["runs"])
+            cmp_ = t["comparisons"].get(name)
+            delta = "–" if cmp_ is None else f"{cmp_['mean']:+.2f} ± {cmp_['sd']:.2f}"
+            phases = [r.get("best_phase") for r in c["runs"] if r.get("best_phase")]
+            where = ", ".join(f"{p} {phases.count(p)}" for p in dict.fromkeys(phases)) or "–"
+            p2 = "–" if "phase2_mean" not in c else f"{c['phase2_mean']:.2f} ± {c['phase2_sd']:.2f}"
+            row = (f"| {name} | {c['strategy']} | {head} | {c['n']} | {c['mean']:.2f} ± {c['sd']:.2f} | {raw} | "
+                   f"{where} | {p2} | {delta}")
+            if t["secondary"]:
+                row += f" | {fmt(c.get('secondary_mean'))} ± {fmt(c.get('secondary_sd'))}"
+            L.append(row + " |")
+        L.append("")
+        ns = max((c["n"] for c in t["cells"].values()), default=0)
+        if ns:
+            L.append(f"Expected maximum dev {metric} of n runs (Dodge et al. 2019, sampling with replacement; "
+                     "n = 1 is the mean; no extrapolation past N):")
+            L.append("")
+            L.append("| cell | " + " | ".join(f"n={n}" for n in range(1, ns + 1)) + " |")
+            L.append("|---|" + "---|" * ns)
+            for name, c in t["cells"].items():
+                if c["n"]:
+                    cells = [f"{e['e']:.2f} ± {e['sd']:.2f}" for e in c["expected_max"]]
+                    cells += ["–"] * (ns - len(cells))
+                    L.append(f"| {name} | " + " | ".join(cells) + " |")
+            L.append("")
+        L.append("Mean wall time per run and phase, seconds (`phase1_cache`: opening or building the "
+                 "frozen-encoder feature cache; the first run of a split builds it):")
+        L.append("")
+        keys = sorted({k for c in t["cells"].values() for k in c.get("phase_time_mean", {})})
+        L.append("| cell | " + " | ".join(keys) + " | run wall time | optimizer steps per phase, per run |")
+        L.append("|---|" + "---|" * (len(keys) + 2))
+        for name, c in t["cells"].items():
+            if c["n"]:
+                pt = c["phase_time_mean"]
+                steps = "; ".join(f"{k}: " + ", ".join(map(str, v)) for k, v in c.get("phase_steps", {}).items())
+                L.append(f"| {name} | " + " | ".join(fmt(pt.get(k), 1) if k in pt else "–" for k in keys)
+                         + f" | {c['wall_time_mean']:.1f} | {steps or '–'} |")
+        L.append("")
+        p1 = [(name, phase1_summary(c["runs"])) for name, c in t["cells"].items() if c["n"]]
+        p1 = [(n, x) for n, x in p1 if x]
+        if p1:
+            L.append("How phase 1 ended, per run (stack-and-finetune: the gap rule, tolerance "
+                     f"{results['gap_tol']}; lp-ft / eh-ft: plateau of dev), and the dev score (×100) of the "
+                     "model phase 2 starts from (eh-ft: with its LoRA module, which phase 2 drops):")
+            L.append("")
+            for name, x in p1:
+                L.append(f"- {name}: {x}")
+            L.append("")
+        if t.get("notes"):
+            for note in t["notes"]:
+                L.append(f"- {note}")
+            L.append("")
+        curves = {n: [r["score"] for r in c["runs"]] for n, c in t["cells"].items() if c["n"]}
+        if curves:
+            _plot_style()
+            png = img_dir / f"reproduce-{scale}-{key}.png"
+            plot_expected_max(curves, png, title=f"{t['title']}, --scale {scale}: expected max over n runs",
+                              ylabel=f"expected max dev {metric} (x100)")
+            budgets = {n: c["wall_time_mean"] for n, c in t["cells"].items() if c["n"]}
+            png_t = img_dir / f"reproduce-{scale}-{key}-time.png"
+            plot_expected_max(curves, png_t, budget_per_trial=budgets,
+                              title=f"{t['title']}, --scale {scale}: against compute",
+                              ylabel=f"expected max dev {metric} (x100)",
+                              xlabel="budget: n x mean wall seconds per run (ensemble: its three members)")
+            rel = os.path.relpath(png, md_path.parent)
+            rel_t = os.path.relpath(png_t, md_path.parent)
+            L.append(f"![{t['title']}: expected max over n runs]({rel})")
+            L.append("")
+            L.append(f"The same curves against compute: [{Path(rel_t).name}]({rel_t}).")
+            L.append("")
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text("\n".join(L) + "\n")
+
+
+def task_verdicts(plan: TaskPlan, t: dict, scale: str) -> list[str]:
+    cells, comps = t["cells"], t["comparisons"]
+    base = cells.get(plan.baseline, {})
+    if not base.get("n"):
+        return [f"**{t['title']}:** no finished finetune-only runs; no verdict."]
+    out = []
+    stack_cells = [n for n, c in cells.items() if n != plan.baseline and comps.get(n)]
+    parts = []
+    for name in stack_cells:
+        c = comps[name]
+        part = (f"{name} {c['mean']:+.2f} ({verdict_phrase(c, base['sd'])}; paired Δ per seed "
+                + ", ".join(f"{x:+.2f}" for x in c["diffs"]) + ")")
+        c2 = comps.get(name + ":phase2")
+        from_p1 = sum(r.get("best_phase") == "phase1" for r in cells[name]["runs"])
+        if c2 is not None and from_p1:
+            part += (f" — but {from_p1} of its {cells[name]['n']} best checkpoints are phase-1 (stacked-only) "
+                     f"models; its phase-2 models alone: {c2['mean']:+.2f} ({verdict_phrase(c2, base['sd'])}; "
+                     + ", ".join(f"{x:+.2f}" for x in c2["diffs"]) + ")")
+        parts.append(part)
+    metric = METRIC_NAMES[t["metric"]]
+    line = (f"**{t['title']}** (dev {metric}, finetune-only {base['mean']:.2f} ± {base['sd']:.2f}): "
+            + "; ".join(parts) + ".")
+    majority = t["data"].get("dev_majority")
+    if majority is not None:
+        stuck = [n for n, c in cells.items() if c["n"] and c["mean"] <= majority + 1.0]
+        if stuck:
+            line += (f" {', '.join(stuck)} scored at the majority-class rate of dev ({majority:.2f}): "
+                     "those models predict one class.")
+    snf = [r for n, c in cells.items() if c["strategy"] == "stack-and-finetune" for r in c["runs"]
+           if r.get("phase1_stop") is not None]
+    if snf:
+        fired = sum("gap" in (r["phase1_stop"] or "") for r in snf)
+        evals = [r["phase1_evals"] for r in snf]
+        p1 = [r["phase1_dev"] for r in snf if r.get("phase1_dev") is not None]
+        ev = f"{min(evals)}" if min(evals) == max(evals) else f"{min(evals)}–{max(evals)}"
+        ref = f"majority class {majority:.2f}, " if majority is not None else ""
+        line += (f" Phase 1 of stack-and-finetune: the gap rule fired in {fired} of {len(snf)} runs, after "
+                 f"{ev} evaluation(s); the stacked models phase 2 started from scored {min(p1):.2f}–{max(p1):.2f} "
+                 f"on dev ({ref}finetune-only ends at {base['mean']:.2f}).")
+    for cell_name, claim in plan.claim:
+        c = comps.get(cell_name)
+        if c is None:
+            continue
+        names = {"f1": "entity F1" if t["metric"] == "f1" else "F1", "accuracy": "accuracy"}
+        if t["secondary"]:
+            names["accuracy"] = "token accuracy"
+        claimed = ", ".join(f"{v:+.2f} {names.get(k, k)}" for k, v in claim.items())
+        here = f"{c['mean']:+.2f} {metric}"
+        sec = comps.get(cell_name + ":secondary")
+        if sec is not None:
+            here += f" and {sec['mean']:+.2f} token accuracy"
+        good = c["wins"] == c["n"] and c["mean"] > max(base["sd"], c["sd"])
+        line += (f" The paper claims {claimed} for {cell_name} over finetune-only with BERT-base on the full data "
+                 f"(single runs); here {here}, so the claimed gain is "
+                 + ("**reproduced in direction**" if good else "**not reproduced**")
+                 + " at this scale (MiniLM-L6, "
+                 + ("subsampled data" if scale != "full" else "the data available here") + ").")
+    out.append(line)
+    return out

@@ -1,0 +1,123 @@
+"""Running the plan, resumably: train every run folder that has no ``summary.json`` yet.
+
+Every run has its own folder ``OUT/SCALE/TASK/CELL/trial-i{init}-d{data}/`` (a
+:func:`stackft.studies.runner.run_trials` study per cell); a finished run is skipped and an
+interrupted one continues from its ``last/`` checkpoint, so running the same command again
+resumes. A run folder written with other training settings stops the script (the trainer's
+resume rule, see :func:`check_same_config`). Ensemble cells soft-vote their members' ``best/``
+checkpoints per seed pair into ``OUT/SCALE/TASK/CELL/trial-i{init}-d{data}.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from stackft.run_dir import RunDir
+
+from .plan import TaskPlan, cell_config
+
+INVOCATIONS = "invocations.jsonl"  # one line per training invocation under OUT/SCALE
+
+
+def log(msg: str) -> None:
+    print(f"[reproduce {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def check_same_config(run_dir: Path, cfg) -> None:
+    """Resuming must not mix settings: a run folder written with another training config is an error.
+
+    The rule is the trainer's (:meth:`stackft.config.TrainConfig.changed_for_resume`): fields that
+    say how a run is carried out (``TrainConfig.RESUMABLE_CHANGES``: device, cache, output folder,
+    progress, ...) may differ, every field that decides what is trained may not.
+    """
+    try:
+        saved = RunDir(run_dir).read_config()
+    except (OSError, json.JSONDecodeError):
+        saved = None  # a config.json cut short: the trainer rewrites it when the run starts again
+    if saved is None:
+        return
+    changed = cfg.changed_for_resume(saved)
+    if changed:
+        now = cfg.to_dict()
+        what = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in changed)
+        raise SystemExit(f"{run_dir} was trained with other settings ({what}); "
+                         "use another --out or delete that folder")
+
+
+def run_task(plan: TaskPlan, scale: str, pairs: list[tuple[int, int]], data_root: Path, out: Path, encoder,
+             device: str, encoder_name: str | None = None) -> int:
+    """Train the task's missing runs and ensembles; returns how many runs were trained.
+
+    ``encoder`` is the loaded encoder every run starts from (its pretrained weights are restored
+    before each run); ``encoder_name`` is what the configs record (None: the packaged default).
+    """
+    from stackft.data.pipeline import load_task_data
+    from stackft.studies.ensemble import ensemble_predict
+    from stackft.studies.runner import run_trials
+    from stackft.studies.study import trial_config, trial_id
+
+    datasets: dict = {}
+    trained = 0
+
+    def data_for(cfg):
+        pair_mode = cfg.pair_mode or "joint"
+        if pair_mode not in datasets:  # one split for every cell: same fields, same seed
+            datasets[pair_mode] = load_task_data(
+                cfg.task, cfg.train_path, cfg.dev_path, tokenizer=encoder.tokenizer, max_length=cfg.max_length,
+                pair_mode=pair_mode, dev_size=cfg.dev_size, split_seed=cfg.split_seed, max_train=cfg.max_train,
+                max_dev=cfg.max_dev)
+        return datasets[pair_mode]
+
+    for cell in plan.cells:
+        if cell.strategy is None:
+            continue
+        cfg = cell_config(plan, cell, scale, data_root, out, encoder_name)
+        data = data_for(cfg)
+        for i, d in pairs:
+            run_dir = Path(cfg.output_dir) / trial_id(i, d)
+            check_same_config(run_dir, trial_config(cfg, i, d, cfg.output_dir))
+            if RunDir(run_dir).is_finished():
+                continue
+            log(f"{plan.key}/{cell.name} init {i} data {d}: training ({len(data.train)} train, {len(data.dev)} dev)")
+            t0 = time.perf_counter()
+            [s] = run_trials(cfg, init_seeds=[i], data_seeds=[d], out_dir=cfg.output_dir, encoder=encoder, data=data)
+            trained += 1
+            log(f"{plan.key}/{cell.name} init {i} data {d}: {s['status']}, best dev {s['metric']} "
+                f"{s['best_score']:.4f} in {time.perf_counter() - t0:.0f} s")
+
+    for cell in plan.cells:
+        if cell.strategy is not None:
+            continue
+        ens_dir = out / plan.key / cell.name
+        ens_dir.mkdir(parents=True, exist_ok=True)
+        data = data_for(cell_config(plan, plan.cells[0], scale, data_root, out, encoder_name))
+        for i, d in pairs:
+            path = ens_dir / f"{trial_id(i, d)}.json"
+            if path.exists():
+                continue
+            members = [out / plan.key / m / trial_id(i, d) for m in cell.members]
+            t0 = time.perf_counter()
+            res = ensemble_predict(members, data.dev, vote="soft", device=device)
+            row = {"init_seed": i, "data_seed": d, "vote": "soft", "n": res["n"], "ensemble": res["ensemble"],
+                   "members": [{"model_dir": m["model_dir"], "head": m["head"], "strategy": m["strategy"],
+                                "metrics": m["metrics"]} for m in res["members"]],
+                   "wall_time": time.perf_counter() - t0}
+            path.write_text(json.dumps(row, indent=2))
+            log(f"{plan.key}/{cell.name} {trial_id(i, d)}: ensemble {res['ensemble']}")
+    return trained
+
+
+def record_invocation(out: Path, record: dict) -> None:
+    """Append one training invocation (start, wall time, command, runs trained) to ``OUT/SCALE/invocations.jsonl``."""
+    with open(Path(out) / INVOCATIONS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_invocations(out: Path) -> list[dict]:
+    path = Path(out) / INVOCATIONS
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError):
+        return []

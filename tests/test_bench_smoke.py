@@ -1,0 +1,205 @@
+"""Smoke runs of every bench script: its cheapest mode, in a subprocess, on CPU.
+
+Each run checks the exit code and the keys of the JSON the script writes (never into
+bench/results/: every run writes under tmp_path). Tiny sizes: a random 2 x 32 BERT, the CoNLL-2003
+excerpt bundled with stackft, a few batches; the numbers are not looked at. The scripts also refuse
+to run without data rather than fall back on a path outside the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1", **extra)
+    env.pop("STACKFT_DATA", None)  # no data root from the environment: the scripts must not need one here
+    return env
+
+
+def _run(args: list[str], tmp_path: Path, *, timeout: int = 300, expect: int = 0, **env) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, *args], cwd=tmp_path, env=_env(**env), capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == expect, f"exit {r.returncode}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}"
+    return r
+
+
+def _json(path: Path) -> dict:
+    assert path.is_file(), f"{path} not written"
+    return json.loads(path.read_text())
+
+
+def _demo_data_root(tmp_path: Path) -> Path:
+    """A data root with the bundled CoNLL-2003 excerpt as conll2003/train.txt and dev.txt."""
+    from stackft.studies.demo import demo_paths
+
+    root = tmp_path / "data"
+    (root / "conll2003").mkdir(parents=True)
+    train, dev = demo_paths()
+    shutil.copy(train, root / "conll2003" / "train.txt")
+    shutil.copy(dev, root / "conll2003" / "dev.txt")
+    return root
+
+
+def test_phase1_cache_smoke(tmp_path):
+    out = tmp_path / "p1.json"
+    _run([str(BENCH / "bench_phase1_cache.py"), "--smoke", "--out", str(out)], tmp_path)
+    res = _json(out)
+    assert {"encoder", "encoder_layers", "encoder_hidden", "device", "n_train", "n_dev", "train_tokens", "batch_size",
+            "live_epoch_s", "fp32", "int8", "int8_bytes_ratio", "int8_f1_delta_points",
+            "fp32_heads_on_int8_dev_delta_points_per_seed", "int8_f1_delta_points_per_seed",
+            "train_step", "data"} <= set(res)
+    for dtype in ("fp32", "int8"):
+        assert {"build_s", "epoch_s", "speedup_vs_live", "nbytes", "bytes_per_token", "dev_f1_per_seed",
+                "dev_f1"} <= set(res[dtype])
+    assert res["encoder"] == "random:tiny" and res["smoke"] is True
+    assert "demo_data" in res["data"]["train"]
+    # the trainer's optimisation settings (TrainConfig defaults) are what ran
+    assert res["train_step"] == {"optimizer": "bert_adam", "lr": 1e-3, "weight_decay": 0.01, "schedule": "bert_tf",
+                                 "warmup": 0.1, "clip": 1.0, "clip_mode": "global", "autocast": None}
+    assert res["live_epoch_s"] > 0 and 0 < res["int8_bytes_ratio"] < 1
+
+
+def test_phase1_cache_data_root(tmp_path):
+    """--data-root DIR finds conll2003/train.txt and dev.txt under DIR."""
+    root = _demo_data_root(tmp_path)
+    out = tmp_path / "p1.json"
+    _run([str(BENCH / "bench_phase1_cache.py"), "--smoke", "--data-root", str(root), "--dtypes", "fp16",
+          "--out", str(out)], tmp_path)
+    res = _json(out)
+    assert res["data"]["train"] == str(root / "conll2003" / "train.txt")
+    assert set(res["fp16"]) >= {"build_s", "epoch_s", "nbytes"} and "dev_f1" not in res["fp16"]
+
+
+@pytest.mark.parametrize("script, needle", [
+    ("bench_phase1_cache.py", "--data-root"),
+    ("bench_ddp.py", "--data-root"),
+    ("reproduce.py", "--data-root"),
+])
+def test_no_hidden_data_default(tmp_path, script, needle):
+    """Without data options (and no $STACKFT_DATA) a script stops and names them."""
+    r = _run([str(BENCH / script)], tmp_path, expect=2, timeout=120)
+    assert needle in r.stderr and "STACKFT_DATA" in r.stderr, r.stderr
+
+
+def test_gather_pad_smoke(tmp_path):
+    out = tmp_path / "gp.json"
+    _run([str(BENCH / "bench_gather_pad.py"), "--smoke", "--json", str(out)], tmp_path, STACKFT_NO_EXT="1")
+    res = _json(out)
+    assert {"threads", "clock", "load_average", "cpu_us", "mean_tmax", "bytes_per_token", "int8_over_fp32"} <= set(res)
+    assert {"python loop: slices, pad_sequence, .float()", "fallback (vectorised torch)"} <= set(res["cpu_us"])
+    assert set(res["bytes_per_token"]) == {"fp32", "fp16", "bf16", "int8"}
+
+
+@pytest.mark.parametrize("script, section, impls, extra", [
+    ("bench_mp_matching.py", "mp_matching", "reference,materializing", ["--ops", "maxpool,matching"]),
+    ("bench_highway_lstm.py", "highway_lstm", "reference,nn.LSTM", []),
+])
+def test_kernel_bench_quick(tmp_path, script, section, impls, extra):
+    out = tmp_path / "k.json"
+    _run([str(BENCH / script), "--quick", "--impls", impls, *extra, "--out", str(out)], tmp_path)
+    res = _json(out)
+    assert {"device", "torch", "python", "cpu_threads", "host_cpus", "benchmarks"} <= set(res)
+    rows = res["benchmarks"][section]
+    assert rows and {r["impl"] for r in rows} == set(impls.split(","))
+    for r in rows:
+        assert "error" not in r, r
+        assert {"fwd_ms", "fwd_bwd_ms", "saved_mib"} <= set(r)
+
+
+def test_reproduce_dry_run(tmp_path):
+    r = _run([str(BENCH / "reproduce.py"), "--data-root", str(tmp_path / "nowhere"), "--dry-run",
+              "--out", str(tmp_path / "runs"), "--seeds", "0,1"], tmp_path, timeout=120)
+    plan = json.loads(r.stdout)
+    assert {"scale", "data_root", "missing_data", "out", "seed_pairs", "base_config", "tasks"} <= set(plan)
+    assert set(plan["tasks"]) == {"ner", "yahoo", "qqp"}
+    assert plan["missing_data"]  # nothing under a folder that does not exist
+    cell = plan["tasks"]["ner"]["cells"]["stack-and-finetune"]
+    assert cell["runs"] == {"trial-i0-d0": "to train", "trial-i1-d1": "to train"}
+    assert cell["config"]["strategy"] == "stack-and-finetune" and cell["config"]["head"] == "bilstm"
+    assert plan["tasks"]["yahoo"]["cells"]["ensemble"]["members"]
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_reproduce_module_entry(tmp_path):
+    """``python -m bench.reproduce`` from the repository root is the same entry point."""
+    r = subprocess.run([sys.executable, "-m", "bench.reproduce", "--data-root", str(tmp_path), "--dry-run",
+                        "--tasks", "ner", "--seeds", "0", "--out", str(tmp_path / "runs")],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert set(json.loads(r.stdout)["tasks"]) == {"ner"}
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_scale(tmp_path):
+    """Train the NER cells at --scale smoke with a tiny encoder, write the report; a rerun trains nothing
+    (two invocations: ~13 s on an idle core)."""
+    root = _demo_data_root(tmp_path)
+    md, img, js = tmp_path / "results.md", tmp_path / "img", tmp_path / "reproduce.json"
+    args = [str(BENCH / "reproduce.py"), "--scale", "smoke", "--tasks", "ner", "--seeds", "0", "--encoder",
+            "random:tiny", "--data-root", str(root), "--out", str(tmp_path / "runs")]
+    _run([*args, "--json", str(js), "--results-md", str(md), "--img-dir", str(img)], tmp_path)
+    res = _json(js)
+    assert {"scale", "command", "invocations", "machine", "seeds", "n_runs", "base_config", "gap_tol", "tasks",
+            "timing", "encoder"} <= set(res)
+    cells = res["tasks"]["ner"]["cells"]
+    assert set(cells) == {"finetune-only", "stack-only", "stack-and-finetune"}
+    assert all(c["n"] == 1 for c in cells.values())
+    assert res["invocations"][-1]["runs_trained"] == 3
+    assert md.read_text().startswith("# Reproduction") and sorted(p.name for p in img.iterdir()) == [
+        "reproduce-smoke-ner-time.png", "reproduce-smoke-ner.png"]
+    _run([*args, "--no-report"], tmp_path)  # resumes: every run folder is finished
+    inv = (tmp_path / "runs" / "smoke" / "invocations.jsonl").read_text().splitlines()
+    assert json.loads(inv[-1])["runs_trained"] == 0
+
+
+@pytest.mark.slow
+def test_ddp_smoke(tmp_path):
+    """1 process vs 2 gloo DDP processes of ``stackft train`` (two subprocess trainings: ~25 s)."""
+    out = tmp_path / "ddp.json"
+    _run([str(BENCH / "bench_ddp.py"), "--smoke", "--out", str(out)], tmp_path, timeout=600)
+    res = _json(out)
+    assert {"n_train", "batch_size", "nproc", "device", "1 process", "2 DDP processes", "ddp_over_one"} <= set(res)
+    for key in ("1 process", "2 DDP processes"):
+        assert {"wall_s", "phase_s", "sentences_per_s", "threads_per_process", "dev_f1"} <= set(res[key])
+
+
+# -- the reproduction's resume rule is the trainer's ------------------------------------------
+
+def _reproduce_run_module():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from reproduce import run
+    finally:
+        sys.path.remove(str(BENCH))
+    return run
+
+
+def test_reproduce_resume_rule_is_the_library_rule(tmp_path):
+    from stackft.config import TrainConfig
+    from stackft.run_dir import RunDir
+
+    run = _reproduce_run_module()
+    cfg = TrainConfig(task="ner", output_dir=str(tmp_path / "a"))
+    run_dir = RunDir(tmp_path / "a")
+    run.check_same_config(run_dir.root, cfg)  # nothing saved yet
+    run_dir.root.mkdir()
+    saved = TrainConfig(task="ner", output_dir=str(tmp_path / "elsewhere"), cache="off", device="cpu",
+                        eval_batch_size=7, progress=False).to_dict()
+    run_dir.config.write_text(json.dumps(saved))
+    assert set(cfg.changed_for_resume(saved)) == set()
+    run.check_same_config(run_dir.root, cfg)  # how-to-run fields (TrainConfig.RESUMABLE_CHANGES) may change
+    run_dir.config.write_text(json.dumps({**saved, "phase2_lr": 1e-4}))
+    with pytest.raises(SystemExit, match="phase2_lr"):
+        run.check_same_config(run_dir.root, cfg)
