@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2", help="e.g. 0,1,2 or 0-4 (at least 3 for the report)")
     ap.add_argument("--grid", action="store_true", help="every (init_seed, data_seed) pair instead of init = data")
     ap.add_argument("--tasks", default="ner,yahoo,qqp")
+    ap.add_argument("--cells", default=None, help="train only these cells (comma-separated names; see --dry-run)")
+    ap.add_argument("--seeds-first", action="store_true",
+                    help="train every cell of a seed before the next seed (default for --scale mid)")
     ap.add_argument("--out", default="runs/reproduce", help="run folders go to OUT/SCALE/TASK/CELL/")
     ap.add_argument("--data-root", default=os.environ.get(DATA_ENV),
                     help="folder with conll2003/, yahoo/ and qqp/ (default: $STACKFT_DATA)")
@@ -121,7 +124,9 @@ def main(argv=None) -> int:
         trained = 0
         for key in keys:
             log(f"task {key}")
-            trained += run_task(plans[key], args.scale, pairs, data_root, out, encoder, device, args.encoder)
+            trained += run_task(plans[key], args.scale, pairs, data_root, out, encoder, device, args.encoder,
+                                cells=set(args.cells.split(",")) if args.cells else None,
+                                seeds_first=args.seeds_first or args.scale == "mid")
         # the wall time of every training invocation, for the report
         record_invocation(out, {"start": started, "wall_s": round(time.perf_counter() - t_start, 1),
                                 "command": command, "note": args.note, "runs_trained": trained})

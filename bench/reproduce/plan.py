@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCALES = ("cpu", "full", "smoke")
+SCALES = ("cpu", "mid", "full", "smoke")
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Cell:
     overrides: dict = field(default_factory=dict)  # TrainConfig fields for this cell only
     members: tuple = ()  # ensemble: names of the member cells
     pair_mode: str | None = None
+    handoff: dict | None = None  # stackft.studies.handoff.search_handoff options: the handoff is searched
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class TaskPlan:
 BASE = {  # TrainConfig fields per scale, for every cell
     "cpu": dict(max_length=64, batch_size=16, eval_batch_size=64, phase1_epochs=3, stack_epochs=6,
                 phase2_epochs=2, phase2_lr=5e-5, evals_per_epoch=2),
+    # hours on 2 CPU cores, over resumable invocations: the whole QQP/Yahoo pools, 2,000 NER sentences
+    "mid": dict(max_length=64, batch_size=32, eval_batch_size=128, phase1_epochs=3, stack_epochs=6,
+                phase2_epochs=2, phase2_lr=5e-5, evals_per_epoch=4),
     "full": dict(),  # the library's defaults (max_length 128, batch 32, 3 + 3 epochs, phase-2 lr 2e-5)
     # plumbing check only (a minute or two): tiny data, one epoch per phase
     "smoke": dict(max_length=32, batch_size=8, eval_batch_size=64, phase1_epochs=1, stack_epochs=1,
@@ -59,9 +63,56 @@ CPU_HEADS = {
 
 SUBSAMPLE = {  # (max_train, max_dev) per task and scale; None = all
     "cpu": {"ner": (400, 300), "yahoo": (256, 200), "qqp": (400, 300)},
+    "mid": {"ner": (2000, 1000), "yahoo": (None, None), "qqp": (None, None)},
     "full": {"ner": (None, None), "yahoo": (None, None), "qqp": (None, None)},
     "smoke": {"ner": (24, 16), "yahoo": (24, 16), "qqp": (24, 16)},
 }
+
+
+# --scale mid: stack-and-finetune with the old gap rule, the noise-aware rule (gap_se) and a searched
+# handoff, beside finetune-only; for pairs also joint vs siamese encoding (cells in priority order)
+NOISE_AWARE = dict(stop_mode="gap_se")
+SEARCH = dict(candidates=3, probe_fraction=0.1)
+
+
+def mid_cells(key: str, heads) -> tuple:
+    ehft = dict(pet="lora", phase1_epochs=1)
+    if key == "qqp":
+        return (
+            Cell("finetune-only", "finetune-only", "fc", pair_mode="joint"),
+            Cell("snf-bimpm-joint-gapse", "stack-and-finetune", "bimpm", overrides=NOISE_AWARE, pair_mode="joint"),
+            Cell("search-bimpm-joint", "stack-and-finetune", "bimpm", overrides=NOISE_AWARE, pair_mode="joint",
+                 handoff=SEARCH),
+            Cell("snf-bimpm-siamese-gap", "stack-and-finetune", "bimpm", pair_mode="siamese"),
+            Cell("snf-bimpm-siamese-gapse", "stack-and-finetune", "bimpm", overrides=NOISE_AWARE, pair_mode="siamese"),
+            Cell("snf-bimpm-noctx-joint-gapse", "stack-and-finetune", "bimpm-noctx", overrides=NOISE_AWARE,
+                 pair_mode="joint"),
+            Cell("snf-sim-transformer-joint-gapse", "stack-and-finetune", "sim-transformer", heads("sim-transformer"),
+                 overrides=NOISE_AWARE, pair_mode="joint"),
+            Cell("lp-ft", "lp-ft", "linear", pair_mode="joint"),
+            Cell("eh-ft-lora", "eh-ft", "fc", overrides=ehft, pair_mode="joint"),
+        )
+    if key == "yahoo":
+        return (
+            Cell("finetune-only", "finetune-only", "fc"),
+            Cell("snf-highway-lstm-gapse", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
+                 overrides=NOISE_AWARE),
+            Cell("search-highway-lstm", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
+                 overrides=NOISE_AWARE, handoff=SEARCH),
+            Cell("snf-highway-lstm-gap", "stack-and-finetune", "highway-lstm", heads("highway-lstm")),
+            Cell("snf-densenet-gapse", "stack-and-finetune", "densenet", heads("densenet"), overrides=NOISE_AWARE),
+            Cell("ensemble", None, members=("finetune-only", "snf-densenet-gapse", "snf-highway-lstm-gapse")),
+            Cell("lp-ft", "lp-ft", "linear"),
+            Cell("eh-ft-lora", "eh-ft", "fc", overrides=ehft),
+        )
+    return (
+        Cell("finetune-only", "finetune-only", "fc"),
+        Cell("snf-bilstm-gapse", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=NOISE_AWARE),
+        Cell("search-bilstm", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=NOISE_AWARE, handoff=SEARCH),
+        Cell("snf-bilstm-gap", "stack-and-finetune", "bilstm", heads("bilstm")),
+        Cell("lp-ft", "lp-ft", "linear"),
+        Cell("eh-ft-lora", "eh-ft", "fc", overrides=ehft),
+    )
 
 
 def task_plans(scale: str) -> dict[str, TaskPlan]:
@@ -72,7 +123,7 @@ def task_plans(scale: str) -> dict[str, TaskPlan]:
 
     # EH-FT's stage 1 is 1/10 of the budget (Yang et al. 2022) and runs the encoder live (LoRA): one epoch
     ehft = dict(pet="lora", phase1_epochs=1)
-    return {
+    plans = {
         "ner": TaskPlan(
             "ner", "ner", "NER (CoNLL-2003)", "conll2003/train.txt", "conll2003/dev.txt", None, *sub["ner"],
             cells=(
@@ -106,6 +157,11 @@ def task_plans(scale: str) -> dict[str, TaskPlan]:
             claim=(("snf-sim-transformer", {"accuracy": 4.7}),),
         ),
     }
+    if scale == "mid":
+        import dataclasses
+
+        plans = {k: dataclasses.replace(p, cells=mid_cells(k, heads), claim=()) for k, p in plans.items()}
+    return plans
 
 
 def cell_config(plan: TaskPlan, cell: Cell, scale: str, data_root: Path, out: Path, encoder: str | None = None):

@@ -47,11 +47,12 @@ def check_same_config(run_dir: Path, cfg) -> None:
 
 
 def run_task(plan: TaskPlan, scale: str, pairs: list[tuple[int, int]], data_root: Path, out: Path, encoder,
-             device: str, encoder_name: str | None = None) -> int:
+             device: str, encoder_name: str | None = None, cells: set | None = None, seeds_first: bool = False) -> int:
     """Train the task's missing runs and ensembles; returns how many runs were trained.
 
     ``encoder`` is the loaded encoder every run starts from (its pretrained weights are restored
     before each run); ``encoder_name`` is what the configs record (None: the packaged default).
+    ``cells``: train only these cells (names); ``seeds_first``: all cells of a seed before the next seed.
     """
     from stackft.data.pipeline import load_task_data
     from stackft.studies.ensemble import ensemble_predict
@@ -70,22 +71,25 @@ def run_task(plan: TaskPlan, scale: str, pairs: list[tuple[int, int]], data_root
                 max_dev=cfg.max_dev)
         return datasets[pair_mode]
 
-    for cell in plan.cells:
-        if cell.strategy is None:
-            continue
+    trainable = [c for c in plan.cells if c.strategy is not None and (cells is None or c.name in cells)]
+    # seeds outer: every cell's run of seed 0 comes before any seed 1, so partial results are paired
+    order = ([(c, p) for p in pairs for c in trainable] if seeds_first else [(c, p) for c in trainable for p in pairs])
+    for cell, (i, d) in order:
         cfg = cell_config(plan, cell, scale, data_root, out, encoder_name)
         data = data_for(cfg)
-        for i, d in pairs:
-            run_dir = Path(cfg.output_dir) / trial_id(i, d)
-            check_same_config(run_dir, trial_config(cfg, i, d, cfg.output_dir))
-            if RunDir(run_dir).is_finished():
-                continue
-            log(f"{plan.key}/{cell.name} init {i} data {d}: training ({len(data.train)} train, {len(data.dev)} dev)")
-            t0 = time.perf_counter()
+        run_dir = Path(cfg.output_dir) / trial_id(i, d)
+        check_same_config(run_dir, trial_config(cfg, i, d, cfg.output_dir))
+        if RunDir(run_dir).is_finished():
+            continue
+        log(f"{plan.key}/{cell.name} init {i} data {d}: training ({len(data.train)} train, {len(data.dev)} dev)")
+        t0 = time.perf_counter()
+        if cell.handoff is not None:
+            s = run_handoff(cfg, cell.handoff, i, d, run_dir, encoder, data)
+        else:
             [s] = run_trials(cfg, init_seeds=[i], data_seeds=[d], out_dir=cfg.output_dir, encoder=encoder, data=data)
-            trained += 1
-            log(f"{plan.key}/{cell.name} init {i} data {d}: {s['status']}, best dev {s['metric']} "
-                f"{s['best_score']:.4f} in {time.perf_counter() - t0:.0f} s")
+        trained += 1
+        log(f"{plan.key}/{cell.name} init {i} data {d}: {s['status']}, best dev {s['metric']} "
+            f"{s['best_score']:.4f} in {time.perf_counter() - t0:.0f} s")
 
     for cell in plan.cells:
         if cell.strategy is not None:
@@ -107,6 +111,49 @@ def run_task(plan: TaskPlan, scale: str, pairs: list[tuple[int, int]], data_root
             path.write_text(json.dumps(row, indent=2))
             log(f"{plan.key}/{cell.name} {trial_id(i, d)}: ensemble {res['ensemble']}")
     return trained
+
+
+def run_handoff(cfg, options: dict, init_seed: int, data_seed: int, run_dir: Path, encoder, data) -> dict:
+    """One run of a searched-handoff cell (:func:`stackft.studies.handoff.search_handoff`) in ``run_dir``.
+
+    The run folder gets what the report reads from any run: ``summary.json`` (the final run's, with
+    ``phase_times`` replaced by the wall time of every part of the search, so the cell's compute is
+    all of it), ``metrics.jsonl`` and ``phase1_end/`` (the chosen probe's), and ``trial.json``.
+    """
+    import dataclasses
+    import shutil
+
+    from stackft.run_dir import write_json
+    from stackft.studies.handoff import search_handoff
+    from stackft.studies.study import TRIAL_FILE, trial_id
+
+    trial_cfg = dataclasses.replace(cfg, init_seed=init_seed, data_seed=data_seed, output_dir=str(run_dir))
+    pristine = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    try:
+        report = search_handoff(trial_cfg, out_dir=run_dir, encoder=encoder, data=data, **options)
+    finally:
+        encoder.load_state_dict(pristine)
+    final = RunDir(report["final_run"])
+    summary = dict(report["summary"])
+    summary["phase_times"] = {name: part["wall_time"] for name, part in report["parts"].items()}
+    summary["compute"] = report["total"]
+    summary["handoff"] = {"candidates": report["candidates"], "chosen": report["chosen"],
+                          "probe_steps": report["probe_steps"],
+                          "probe_scores": {k: v["score"] for k, v in report["probes"].items()}}
+    run = RunDir(run_dir)
+    shutil.copyfile(final.metrics, run.metrics)
+    p1_end = final.phase_end("phase1")
+    if p1_end.exists() and not run.phase_end("phase1").exists():
+        shutil.copytree(p1_end, run.phase_end("phase1"))
+    wall = report["total"]["wall_time"]
+    metric = summary["metric"]
+    best = summary["best"]["score"]
+    write_json(run_dir / TRIAL_FILE, {"trial": trial_id(init_seed, data_seed), "init_seed": init_seed,
+                                      "data_seed": data_seed, "status": "finished", "metric": metric,
+                                      "best_score": best, "wall_time": wall, "phase_times": summary["phase_times"],
+                                      "phase_steps": {}, "compute": report["total"]})
+    run.write_summary(summary)
+    return {"status": "finished", "metric": metric, "best_score": best}
 
 
 def record_invocation(out: Path, record: dict) -> None:
