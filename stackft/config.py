@@ -1,79 +1,194 @@
 """TrainConfig: every knob of a run, saved with each checkpoint as JSON.
 
-Defaults follow ../shared/spec/methods.md. Values the paper gives: phase-1 lr 1e-3, BERT-Adam,
-weight decay 0.01, dropout 0.1, Kaiming heads. stackft's own choices (not the paper's, which are
-not recoverable): phase-2 lr 2e-5, 10% warmup per phase, TF-BERT schedule, global clip 1.0,
-gap tolerance 0.02 with patience 3, at most 3 phase-1 epochs.
+Where the defaults come from. The paper (Wang et al. 2019, arXiv 1907.05338) gives: phase-1 lr
+1e-3, the BERT-Adam optimizer (no bias correction), weight decay 0.01, dropout 0.1 and
+Kaiming-initialised heads. The rest are stackft's own choices, since the paper does not state
+them: phase-2 lr 2e-5, 10% linear warm-up in every phase, the TF-BERT schedule (``bert_tf``),
+global gradient-norm clipping at 1.0, the phase-1 gap rule with tolerance 0.02 and patience 3,
+and at most 3 phase-1 epochs.
+
+Every field carries its documentation in ``dataclasses.field(metadata=...)``: ``help`` (one
+line), ``group`` (one of :data:`GROUPS`) and, for fields with a fixed set of values,
+``choices``. The command line (``stackft.cli.args``) builds its options from them. The choice
+tuples below are literals so that this module stays import-light (no torch, nothing from
+stackft); tests check them against the modules that implement each setting.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+#: the option groups, in the order ``stackft train --help`` shows them
+GROUPS = ("task and data", "phases", "optimisation", "cache", "running")
+
+#: the allowed values of the fields with a fixed set of them (each agrees with its owning module)
+STRATEGIES = ("finetune-only", "stack-only", "stack-and-finetune", "lp-ft", "eh-ft")  # training.strategies
+PAIR_MODES = ("joint", "siamese")  # data.encode.KINDS "pairs-<mode>"
+ON_ERROR = ("raise", "skip")  # data.errors.ON_ERROR
+STOP_MODES = ("gap", "gap_se", "val_plateau", "fixed")  # training.stopper.MODES
+PET_METHODS = ("lora", "bitfit")  # modeling.pet.METHODS
+OPTIMIZERS = ("bert_adam", "adamw", "torch_adamw")  # training.optim.make_optimizer
+SCHEDULES = ("bert_tf", "linear_hf", "constant", "cosine")  # training.optim.SCHEDULES
+CLIP_MODES = ("global", "per_tensor")  # training.optim.clip_gradients
+CACHE_DTYPES = ("fp32", "fp16", "bf16", "int8")  # cache.format.DTYPES
+CACHE_PLACEMENTS = ("auto", "device", "pinned", "mmap")  # cache.source.PLACEMENTS
+PRECISIONS = ("auto", "fp32", "bf16")  # training.trainer.resolve_precision
+
+
+def _field(default=MISSING, *, group: str, help: str, choices: tuple | None = None, default_factory=MISSING):
+    meta = {"help": help, "group": group}
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, default_factory=default_factory, metadata=meta)
+
+
+_TASK = "task and data"
+_PHASES = "phases"
+_OPT = "optimisation"
+_CACHE = "cache"
+_RUN = "running"
 
 
 @dataclass
 class TrainConfig:
     # what to train
-    task: str = "ner"
-    strategy: str = "stack-and-finetune"
-    head: str | None = None  # default: the task's stacked head, or "fc" for finetune-only
-    head_options: dict = field(default_factory=dict)
-    encoder: str | None = None  # HF id or folder; None = packaged all-MiniLM-L6-v2
-    layers: tuple = (-1,)
-    dropout: float = 0.1
+    task: str = _field(
+        "ner", group=_TASK,
+        help="ner | classification | pairs (aliases such as conll, yahoo, qqp): the data reader, "
+             "selection metric and default heads")
+    strategy: str = _field(
+        "stack-and-finetune", group=_TASK, choices=STRATEGIES,
+        help="finetune-only: encoder and FC head together at the small lr; stack-only: the stacked head on "
+             "the frozen encoder; stack-and-finetune: stack-only stopped early by the gap rule, then "
+             "fine-tune all; lp-ft: linear probe, then fine-tune all; eh-ft: head + PET, then fine-tune all")
+    head: str | None = _field(
+        None, group=_TASK,
+        help="fc | linear | bilstm | highway-lstm | densenet | bimpm | bimpm-noctx | sim-transformer "
+             "(default: the task's stacked head; fc for finetune-only and eh-ft, linear for lp-ft)")
+    head_options: dict = _field(
+        default_factory=dict, group=_TASK,
+        help="JSON object of head options, e.g. '{\"perspectives\": 10}'")
+    encoder: str | None = _field(
+        None, group=_TASK, help="HF hub id or local folder (default: packaged all-MiniLM-L6-v2)")
+    layers: tuple[int, ...] = _field(
+        (-1,), group=_TASK,
+        help="comma-separated hidden-state indices whose average the head reads (default -1, the last)")
+    dropout: float = _field(0.1, group=_TASK, help="dropout probability of the encoder and the head")
     # data
-    train_path: str | None = None
-    dev_path: str | None = None
-    max_length: int = 128
-    pair_mode: str | None = None  # "joint" | "siamese"; default from the head
-    dev_size: float | None = None
-    split_seed: int = 0
-    max_train: int | None = None
-    max_dev: int | None = None
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    max_tokens: int | None = None
-    on_error: str = "raise"  # malformed input lines: "raise" (file:line: problem) | "skip" (drop, count, warn once)
-    max_line_chars: int = 1_000_000
+    train_path: str | None = _field(
+        None, group=_TASK,
+        help="training data file (CoNLL / TSV / CSV / json / parquet) or a datasets hub id (required)")
+    dev_path: str | None = _field(
+        None, group=_TASK,
+        help="dev file (default: a stratified split of the training file, see --dev-size)")
+    max_length: int = _field(128, group=_TASK, help="tokens per sequence; longer inputs are truncated")
+    pair_mode: str | None = _field(
+        None, group=_TASK, choices=PAIR_MODES,
+        help="pairs task: joint (both texts in one sequence) or siamese (each text encoded alone) "
+             "(default: what the head takes)")
+    dev_size: float | int | None = _field(
+        None, group=_TASK,
+        help="dev split cut from the training file when there is no dev file: a count (1000) or a fraction "
+             "(0.1) (default: 1000 for pairs training sets of 4000+ examples, else 0.1)")
+    split_seed: int = _field(0, group=_TASK, help="seed of the dev split and of the --max-train/--max-dev subsamples")
+    max_train: int | None = _field(
+        None, group=_TASK, help="subsample the training set to this many examples (default: all)")
+    max_dev: int | None = _field(None, group=_TASK, help="subsample the dev set to this many examples (default: all)")
+    batch_size: int = _field(32, group=_TASK, help="training examples per optimizer step")
+    eval_batch_size: int = _field(64, group=_TASK, help="batch size of evaluations and of cache building")
+    max_tokens: int | None = _field(
+        None, group=_TASK,
+        help="also end a training batch before it exceeds this many tokens (examples x longest) "
+             "(default: no limit)")
+    on_error: str = _field(
+        "raise", group=_TASK, choices=ON_ERROR,
+        help="malformed input lines: raise (stop at file:line: problem) or skip (drop and count them, warn once)")
+    max_line_chars: int = _field(
+        1_000_000, group=_TASK,
+        help="longest input line (and text) the readers accept, in characters; a longer one is malformed")
     # phases
-    phase1_lr: float = 1e-3
-    phase1_epochs: int = 3
-    stack_epochs: int = 6  # stack-only trains its head to convergence, capped here
-    phase2_lr: float = 2e-5
-    phase2_head_lr: float | None = None  # default: phase2_lr
-    phase2_epochs: int = 3
-    stop_mode: str = "gap"
-    gap_tol: float = 0.02
-    patience: int = 3
-    evals_per_epoch: int = 2
-    pet: str = "lora"  # eh-ft phase 1: "lora" | "bitfit"
-    pet_lr: float = 5e-4  # eh-ft phase-1 lr of the PET parameters (EH-FT's value)
+    phase1_lr: float = _field(
+        1e-3, group=_PHASES, help="lr of the head on the frozen encoder (phase 1, and stack-only's phase)")
+    phase1_epochs: int = _field(
+        3, group=_PHASES, help="most epochs of phase 1 of two-phase strategies (its stop rule may end it sooner)")
+    stack_epochs: int = _field(
+        6, group=_PHASES,
+        help="stack-only: most epochs of its head training (it stops once the dev score plateaus)")
+    phase2_lr: float = _field(
+        2e-5, group=_PHASES, help="lr of the fine-tuning phase (phase 2, or finetune-only's one phase)")
+    phase2_head_lr: float | None = _field(
+        None, group=_PHASES, help="head lr of the fine-tuning phase (default: --phase2-lr)")
+    phase2_epochs: int = _field(3, group=_PHASES, help="epochs of the fine-tuning phase (always run in full)")
+    stop_mode: str = _field(
+        "gap", group=_PHASES, choices=STOP_MODES,
+        help="stack-and-finetune's phase-1 stop rule: gap (train - dev score above --gap-tol, or no dev "
+             "improvement for --patience evaluations), gap_se (the gap rule with a tolerance from the scores' "
+             "standard errors), val_plateau (no improvement for --patience evaluations) or fixed (all "
+             "--phase1-epochs)")
+    gap_tol: float = _field(
+        0.02, group=_PHASES, help="gap rule: phase 1 stops once the train score exceeds the dev score by more")
+    patience: int = _field(
+        3, group=_PHASES, help="gap, gap_se and val_plateau rules: stop after this many evaluations without dev improvement")
+    evals_per_epoch: int = _field(
+        2, group=_PHASES, help="dev evaluations per epoch (each can stop a phase and save the best checkpoint)")
+    pet: str = _field(
+        "lora", group=_PHASES, choices=PET_METHODS,
+        help="eh-ft: the parameter-efficient method trained with the head in phase 1")
+    pet_lr: float = _field(5e-4, group=_PHASES, help="eh-ft: phase-1 lr of the PET parameters (EH-FT's value)")
     # optimisation
-    optimizer: str = "bert_adam"
-    weight_decay: float = 0.01
-    layer_decay: float = 1.0
-    warmup: float = 0.1
-    schedule: str = "bert_tf"
-    clip: float = 1.0
-    clip_mode: str = "global"
+    optimizer: str = _field(
+        "bert_adam", group=_OPT, choices=OPTIMIZERS,
+        help="bert_adam (BERT's AdamW, no bias correction), adamw (bias-corrected) or torch_adamw")
+    weight_decay: float = _field(
+        0.01, group=_OPT, help="decoupled weight decay (never on biases and normalisation weights)")
+    layer_decay: float = _field(
+        1.0, group=_OPT, help="layer-wise lr decay: encoder layer k of L trains at lr x this^(L-k) (1: none)")
+    warmup: float = _field(0.1, group=_OPT, help="linear warm-up, as a fraction of each phase's steps")
+    schedule: str = _field(
+        "bert_tf", group=_OPT, choices=SCHEDULES,
+        help="lr schedule of every phase after warm-up: bert_tf (TF BERT's linear decay from step 0), "
+             "linear_hf (linear decay after warm-up), constant or cosine")
+    clip: float = _field(1.0, group=_OPT, help="gradient-norm clip (0: none)")
+    clip_mode: str = _field(
+        "global", group=_OPT, choices=CLIP_MODES,
+        help="clip the norm of all gradients together (global) or of each tensor (per_tensor)")
     # seeds (Dodge et al.: head init and data order are separate)
-    init_seed: int = 0
-    data_seed: int = 0
-    # feature cache for frozen-encoder phases: "auto" | "off" | a folder
-    cache: str = "auto"
-    cache_dtype: str = "fp16"
-    cache_placement: str = "auto"  # GPU runs: "auto" | "device" | "pinned" | "mmap" (see cache_features)
-    cache_prefetch: int | None = None  # batches of cached features gathered ahead; None: 2 on a GPU, 0 on CPU
+    init_seed: int = _field(0, group=_OPT, help="seed of the head initialisation (and of the PET modules)")
+    data_seed: int = _field(0, group=_OPT, help="seed of the training data order and of dropout")
+    # feature cache for frozen-encoder phases
+    cache: str = _field(
+        "auto", group=_CACHE,
+        help="feature cache for frozen-encoder phases: auto ($STACKFT_CACHE_DIR, else ~/.cache/stackft/features) "
+             "| off | FOLDER")
+    cache_dtype: str = _field(
+        "fp16", group=_CACHE, choices=CACHE_DTYPES,
+        help="storage dtype of cached features (int8: per-token absmax scaling)")
+    cache_placement: str = _field(
+        "auto", group=_CACHE, choices=CACHE_PLACEMENTS,
+        help="GPU runs: device (whole cache in GPU memory), pinned (page-locked host RAM, read over PCIe, "
+             "overlapped), mmap (host copy of each batch's rows) or auto; CPU runs ignore it")
+    cache_prefetch: int | None = _field(
+        None, group=_CACHE,
+        help="batches of cached features gathered ahead, on a side CUDA stream on a GPU "
+             "(default: 2 on a GPU, 0 on CPU, where there is nothing to overlap)")
     # running
-    device: str = "auto"
-    precision: str = "auto"  # "auto" (bf16 autocast on a bf16-capable GPU, else fp32) | "fp32" | "bf16"
-    grad_accum: int = 1  # split every batch into this many micro-batches (same step, less memory)
-    output_dir: str = "runs/stackft"
-    save_every: int = 0  # also checkpoint every N optimizer steps (0: at evaluations only)
-    max_steps_this_run: int | None = None  # checkpoint and return after N steps (time slicing)
-    stop_after_phase: int | None = None  # checkpoint and return once phase N (0-based) has ended
-    progress: bool = True
+    device: str = _field("auto", group=_RUN, help="auto | cpu | cuda | cuda:N")
+    precision: str = _field(
+        "auto", group=_RUN, choices=PRECISIONS,
+        help="auto: bf16 autocast on a bf16-capable GPU, else fp32; fp32; or bf16 autocast")
+    grad_accum: int = _field(
+        1, group=_RUN, help="split every batch into this many micro-batches (same step, less memory)")
+    output_dir: str = _field("runs/stackft", group=_RUN, help="run folder (checkpoints, metrics.jsonl, summary.json)")
+    save_every: int = _field(
+        0, group=_RUN, help="also checkpoint every N optimizer steps (0: at evaluations only)")
+    max_steps_this_run: int | None = _field(
+        None, group=_RUN,
+        help="checkpoint and exit after this many steps; --resume continues (default: no limit)")
+    stop_after_phase: int | None = _field(
+        None, group=_RUN,
+        help="checkpoint and exit once phase N (0-based) has ended; --resume continues (default: run all phases)")
+    progress: bool = _field(True, group=_RUN, help="show progress bars and evaluation lines")
 
     # How a run is carried out rather than what it trains: these may change when a run is resumed.
     RESUMABLE_CHANGES = frozenset({

@@ -1,7 +1,7 @@
 """CLI commands for the extension and the feature cache: ``build-ext``, ``cache info|verify|build``.
 
 ``register(subparsers)`` adds them to the ``stackft`` console script's subparsers; each command
-sets ``func(args) -> int`` (the exit code). ``python -m stackft.cli_cache ...`` runs them alone.
+sets ``func(args) -> int`` (the exit code). ``python -m stackft.cli.cache ...`` runs them alone.
 """
 
 from __future__ import annotations
@@ -9,28 +9,23 @@ from __future__ import annotations
 import json
 import sys
 
-from stackft.cache.build import cache_root, split_caches
+from stackft.cli.args import CommandError, add_command, add_config_args, command_parser, run, training_config
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("build-ext", help="prebuild the stackft C++/CUDA extension")
+    p = add_command(subparsers, "build-ext", cmd_build_ext, help="prebuild the stackft C++/CUDA extension")
     p.add_argument("--quiet", action="store_true", help="hide the compiler log")
-    p.set_defaults(func=cmd_build_ext)
 
     c = subparsers.add_parser("cache", help="frozen-encoder feature cache tools")
     cs = c.add_subparsers(dest="cache_cmd", metavar="{info,verify,build}")
     cs.required = True
-    i = cs.add_parser("info", help="print a cache's header, sizes and bytes/token")
+    i = add_command(cs, "info", cmd_info, help="print a cache's header, sizes and bytes/token")
     i.add_argument("path")
-    i.set_defaults(func=cmd_info)
-    v = cs.add_parser("verify", help="check a cache's checksums (exit 1 on failure)")
+    v = add_command(cs, "verify", cmd_verify, help="check a cache's checksums (exit 1 on failure)")
     v.add_argument("path")
-    v.set_defaults(func=cmd_verify)
-    b = cs.add_parser("build", help="encode a task's data once: the caches `stackft train` with the same options reads")
-    from stackft.cli import add_config_args
-
+    b = add_command(cs, "build", build_cache_cli,
+                    help="encode a task's data once: the caches `stackft train` with the same options reads")
     add_config_args(b)
-    b.set_defaults(func=cmd_build)
 
 
 def cmd_build_ext(args) -> int:
@@ -103,36 +98,26 @@ def cmd_verify(args) -> int:
     return 0
 
 
-def cmd_build(args) -> int:
-    from stackft.cli.cache import build_cache_cli
-
-    return build_cache_cli(args)
-
-
-def main(argv=None) -> int:
-    """The ``stackft`` console script (which registers these commands)."""
-    from stackft.cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def build_cache_cli(args) -> int:
     """``stackft cache build``: build the caches a ``stackft train`` with the same options would use."""
-    from stackft.cli import config_from_args
+    cfg = training_config(args)
+    if cfg.cache == "off":
+        raise CommandError("--cache off makes no cache")
+    from stackft.cache.build import cache_root, split_caches
     from stackft.training.trainer import Trainer
 
-    cfg = config_from_args(args)
-    if cfg.train_path is None:
-        raise ValueError("--train-path is required")
-    if cfg.cache == "off":
-        raise ValueError("--cache off makes no cache")
     trainer = Trainer(cfg)
     caches = split_caches(trainer.encoder, trainer.data, root=cache_root(cfg.cache), dtype=cfg.cache_dtype,
                           batch_size=cfg.eval_batch_size, device=trainer.device)
     for split, c in caches.items():
         print(f"{split}: {c.path} ({len(c)} sequences, {c.total_tokens} tokens, {c.dtype}, {c.nbytes / 2**20:.1f} MiB)")
     return 0
+
+
+def main(argv=None) -> int:
+    """These commands alone (the ``stackft`` console script has them too)."""
+    return run(command_parser(register), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """CLI commands for seed studies and ensembles: ``trials``, ``trials-report``, ``ensemble``.
 
 ``register(subparsers)`` adds them to the ``stackft`` console script's subparsers; each command
-sets ``func(args) -> int``. ``python -m stackft.cli_trials ...`` runs them alone.
+sets ``func(args) -> int``. ``python -m stackft.cli.trials ...`` runs them alone.
 
     stackft trials --task classification --train-path data.csv --strategy finetune-only \\
         --init-seeds 0,1,2,3,4 --data-seeds 0,1 --out runs/seeds-ft --plot
@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from stackft.cli.args import CommandError, add_command, add_config_args, command_parser, run, training_config
 
 
 def _int_list(s: str) -> list[int]:
@@ -60,37 +62,46 @@ def _phase1_select(s: str) -> tuple[int, int]:
     return k, keep
 
 
-def register(subparsers) -> None:
-    from stackft.cli import add_config_args
+#: TrainConfig fields each trial sets itself, from --init-seeds, --data-seeds and --out
+_PER_TRIAL = ("init_seed", "data_seed", "output_dir")
 
-    t = subparsers.add_parser("trials", help="seed study: one configuration over a grid of init x data seeds")
-    add_config_args(t)
-    t.add_argument("--init-seeds", type=_seed_list, default=[0], help="head-init seeds: 0,1,2 or 0-9 (default 0)")
-    t.add_argument("--data-seeds", type=_seed_list, default=[0], help="data-order seeds: 0,1 or 0-4 (default 0)")
-    t.add_argument("--out", required=True, help="study folder (trials.jsonl, trial-i*-d*/); rerun to resume")
-    t.add_argument("--early-discard", type=_early_discard, default=None, metavar="t,f,p",
+
+def register(subparsers) -> None:
+    t = add_command(subparsers, "trials", cmd_trials,
+                    help="seed study: one configuration over a grid of init x data seeds")
+    add_config_args(t, exclude=_PER_TRIAL)
+    g = t.add_argument_group("seed study", "every trial trains the configuration above with its own seeds, "
+                                           "in OUT/trial-i<init>-d<data>")
+    g.add_argument("--init-seeds", "--init-seed", dest="init_seeds", type=_seed_list, default=[0], metavar="SEEDS",
+                   help="head-init seeds: 0,1,2 or 0-9 (default 0)")
+    g.add_argument("--data-seeds", "--data-seed", dest="data_seeds", type=_seed_list, default=[0], metavar="SEEDS",
+                   help="data-order seeds: 0,1 or 0-4 (default 0)")
+    g.add_argument("--out", "--output-dir", dest="out", required=True,
+                   help="study folder (trials.jsonl, trial-i*-d*/); rerun to resume")
+    g.add_argument("--early-discard", type=_early_discard, default=None, metavar="t,f,p",
                    help="start the first t trials, judge them after fraction f of training, continue the best p")
-    t.add_argument("--phase1-select", type=_phase1_select, default=None, metavar="k,keep",
+    g.add_argument("--phase1-select", type=_phase1_select, default=None, metavar="k,keep",
                    help="two-phase strategies: phase 1 for the first k trials, phase 2 for the best keep heads "
                         "(gap rule, then dev score)")
-    t.add_argument("--fill", action="store_true",
+    g.add_argument("--fill", action="store_true",
                    help="--phase1-select: fill places left by the gap rule with the smallest-gap heads")
-    t.add_argument("--baseline", default=None, help="--phase1-select: a finetune-only study folder to compare "
+    g.add_argument("--baseline", default=None, help="--phase1-select: a finetune-only study folder to compare "
                                                      "against at equal compute")
-    t.add_argument("--cost", choices=["time", "steps"], default="time", help="compute unit of the comparison")
-    t.add_argument("--plot", action="store_true", help="write OUT/expected_max.png")
-    t.set_defaults(func=cmd_trials)
+    g.add_argument("--cost", choices=["time", "steps"], default="time",
+                   help="compute unit of the comparison (default: %(default)s)")
+    g.add_argument("--plot", action="store_true", help="write OUT/expected_max.png")
 
-    r = subparsers.add_parser("trials-report", help="mean ± std, expected max table and plot of seed studies")
+    r = add_command(subparsers, "trials-report", cmd_trials_report,
+                    help="mean ± std, expected max table and plot of seed studies")
     r.add_argument("dirs", nargs="+", help="study folders (one line per folder in the plot)")
     r.add_argument("--plot", default=None, help="PNG path (default: DIR/expected_max.png of the first folder)")
     r.add_argument("--no-plot", action="store_true", help="do not write a plot")
     r.add_argument("--x", choices=["n", "time"], default="n", help="plot x axis: trials, or n x mean trial seconds")
     r.add_argument("--without-replacement", action="store_true",
                    help="expected max of n distinct trials (allentune's C(i,n)/C(N,n) form)")
-    r.set_defaults(func=cmd_trials_report)
 
-    e = subparsers.add_parser("ensemble", help="soft/hard-vote ensemble of trained checkpoints on a data file")
+    e = add_command(subparsers, "ensemble", cmd_ensemble,
+                    help="soft/hard-vote ensemble of trained checkpoints on a data file")
     e.add_argument("model_dirs", nargs="+", help="checkpoint folders (RUN/best) or run folders")
     e.add_argument("--data", required=True, help="data file in the task's format")
     e.add_argument("--vote", choices=["soft", "hard"], default="soft")
@@ -98,18 +109,14 @@ def register(subparsers) -> None:
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default="cpu")
     e.add_argument("--predictions", default=None, help="also write the ensemble's predictions (JSON lines) here")
-    e.set_defaults(func=cmd_ensemble)
 
 
 def cmd_trials(args) -> int:
-    from stackft import studies as trials
-    from stackft.cli import config_from_args
-
-    cfg = config_from_args(args)
-    if cfg.train_path is None:
-        raise SystemExit("stackft trials: --train-path is required")
+    cfg = training_config(args)
     if args.early_discard and args.phase1_select:
-        raise SystemExit("stackft trials: choose --early-discard or --phase1-select, not both")
+        raise CommandError("choose --early-discard or --phase1-select, not both")
+    from stackft import studies as trials
+
     out = Path(args.out)
     if args.phase1_select:
         k, keep = args.phase1_select
@@ -159,10 +166,8 @@ def cmd_ensemble(args) -> int:
 
 
 def main(argv=None) -> int:
-    """The ``stackft`` console script (which registers these commands)."""
-    from stackft.cli import main as cli_main
-
-    return cli_main(argv)
+    """These commands alone (the ``stackft`` console script has them too)."""
+    return run(command_parser(register), argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""CLI commands that train and evaluate one model: ``train``, ``eval``, ``demo``.
+
+``register(subparsers)`` adds them to the ``stackft`` console script's subparsers; each command
+sets ``func(args) -> int`` (the exit code). ``stackft train`` takes every
+:class:`~stackft.config.TrainConfig` field as ``--field-name``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from stackft.cli.args import add_command, add_config_args, training_config
+from stackft.config import ON_ERROR
+
+
+def register(subparsers) -> None:
+    t = add_command(subparsers, "train", cmd_train, help="train one configuration (all TrainConfig fields are options)")
+    groups = add_config_args(t)
+    groups["optimisation"].add_argument("--seed", type=int, default=None,
+                                        help="set both --init-seed and --data-seed (wins over either)")
+    groups["running"].add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
+
+    e = add_command(subparsers, "eval", cmd_eval, help="evaluate a saved checkpoint (e.g. RUN/best) on a data file")
+    e.add_argument("checkpoint")
+    e.add_argument("--data", required=True, help="data file in the task's format")
+    e.add_argument("--split", default="validation", help="split name for datasets sources (default: %(default)s)")
+    e.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default: %(default)s)")
+    e.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    e.add_argument("--on-error", choices=ON_ERROR, default="raise",
+                   help="malformed lines: stop or skip (default: %(default)s)")
+
+    d = add_command(subparsers, "demo", cmd_demo,
+                    help="finetune-only vs stack-and-finetune on the bundled CoNLL excerpt")
+    d.add_argument("--output-dir", default="runs/demo", help="folder of both runs and the plot (default: %(default)s)")
+    d.add_argument("--encoder", default=None, help="HF hub id or local folder (default: packaged all-MiniLM-L6-v2)")
+    d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    d.add_argument("--quick", action="store_true", help="a much smaller run (smoke test)")
+
+
+def cmd_train(args) -> int:
+    cfg = training_config(args)
+    if args.seed is not None:
+        cfg.init_seed = cfg.data_seed = args.seed
+    from stackft.training.trainer import Trainer
+
+    summary = Trainer(cfg).fit(resume=args.resume)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from stackft.data.labels import LabelVocab
+    from stackft.data.pipeline import encode_examples, read_examples
+    from stackft.tasks import get_task
+    from stackft.training.evaluation import evaluate
+    from stackft.training.trainer import load_trained
+
+    model, meta = load_trained(args.checkpoint, device=args.device)
+    task = get_task(meta["task"])
+    vocab = LabelVocab.from_list(meta["labels"])
+    examples = read_examples(task.name, args.data, split=args.split, on_error=args.on_error)
+    ds = encode_examples(task, examples, model.encoder.tokenizer, vocab, max_length=meta["max_length"],
+                         pair_mode=meta["pair_mode"], path=args.data)
+    metrics = evaluate(model, ds, task, vocab, batch_size=args.batch_size)
+    print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "n": len(ds), **metrics}, indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from stackft.studies.demo import run_demo
+
+    run_demo(output_dir=args.output_dir, encoder=args.encoder, quick=args.quick, device=args.device)
+    return 0
