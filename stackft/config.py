@@ -34,6 +34,7 @@ CLIP_MODES = ("global", "per_tensor")  # training.optim.clip_gradients
 CACHE_DTYPES = ("fp32", "fp16", "bf16", "int8")  # cache.format.DTYPES
 CACHE_PLACEMENTS = ("auto", "device", "pinned", "mmap")  # cache.source.PLACEMENTS
 PRECISIONS = ("auto", "fp32", "bf16")  # training.trainer.resolve_precision
+HANDOFFS = ("rule", "search")  # studies.handoff
 
 
 def _field(default=MISSING, *, group: str, help: str, choices: tuple | None = None, default_factory=MISSING):
@@ -128,6 +129,16 @@ class TrainConfig:
              "--phase1-epochs)")
     gap_tol: float = _field(
         0.02, group=_PHASES, help="gap rule: phase 1 stops once the train score exceeds the dev score by more")
+    gap_z: float = _field(
+        2.5, group=_PHASES, help="gap_se rule: a train - dev gap is real above this many standard errors of the "
+                                 "difference (2.5: about 6%% false stops over 10 evaluations of pure noise)")
+    handoff: str = _field(
+        "rule", group=_PHASES, choices=HANDOFFS,
+        help="two-phase strategies with a frozen phase 1: rule (phase 2 starts where the stop rule chose) or "
+             "search (phase 2 probes from --handoff-candidates phase-1 checkpoints; the best probe continues)")
+    handoff_candidates: int = _field(3, group=_PHASES, help="handoff search: phase-1 checkpoints to probe from")
+    handoff_probe: float = _field(
+        0.1, group=_PHASES, help="handoff search: fraction of phase 2's optimizer steps each probe runs")
     patience: int = _field(
         3, group=_PHASES, help="gap, gap_se and val_plateau rules: stop after this many evaluations without dev improvement")
     evals_per_epoch: int = _field(

@@ -41,6 +41,14 @@ def cmd_train(args) -> int:
     cfg = training_config(args)
     if args.seed is not None:
         cfg.init_seed = cfg.data_seed = args.seed
+    if cfg.handoff == "search":  # resumable by itself: a second call continues where it stopped
+        from stackft.studies.handoff import search_handoff
+
+        report = search_handoff(cfg, out_dir=cfg.output_dir, candidates=cfg.handoff_candidates,
+                                probe_fraction=cfg.handoff_probe)
+        print(json.dumps({k: report[k] for k in ("candidates", "probes", "chosen", "final_run", "total")},
+                         indent=2, default=str))
+        return 0
     from stackft.training.trainer import Trainer
 
     summary = Trainer(cfg).fit(resume=args.resume)

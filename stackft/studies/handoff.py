@@ -107,7 +107,8 @@ def search_handoff(cfg: TrainConfig, *, out_dir, candidates: int = 3, probe_frac
     if (report["candidates_k"], report["probe_fraction"]) != (candidates, probe_fraction):
         raise ValueError(f"{report_path} was written with candidates={report['candidates_k']}, probe_fraction="
                          f"{report['probe_fraction']}; use another out_dir for other settings")
-    base = dataclasses.replace(cfg, stop_after_phase=None, max_steps_this_run=None)
+    # the sub-runs follow the stop rule; the search is this function
+    base = dataclasses.replace(cfg, stop_after_phase=None, max_steps_this_run=None, handoff="rule")
 
     def run(part: str, run_cfg: TrainConfig, extra_callbacks=()):
         nonlocal encoder, data

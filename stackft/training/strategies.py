@@ -108,6 +108,12 @@ def _unused(strategy: str, phases: list[Phase]) -> dict[str, str]:
     if "gap" not in modes:
         out.setdefault("gap_tol", f"stop_mode is {phases[0].stop_mode!r}, not 'gap'"
                        if strategy == "stack-and-finetune" else "no phase uses the gap rule")
+    if "gap_se" not in modes:
+        out.setdefault("gap_z", "no phase uses the gap_se rule")
+    if strategy not in ("stack-and-finetune", "lp-ft"):
+        out["handoff"] = "only stack-and-finetune and lp-ft hand a frozen phase 1 over to phase 2"
+    if strategy not in ("stack-and-finetune", "lp-ft"):
+        out.update(dict.fromkeys(("handoff_candidates", "handoff_probe"), "it has no handoff to search"))
     if not modes & {"gap", "gap_se", "val_plateau"}:
         out.setdefault("patience", "no phase can stop early: every stop rule is 'fixed'")
     if not any(not p.train_encoder and not p.pet for p in phases):

@@ -85,3 +85,21 @@ def test_search_refuses_strategies_without_a_frozen_phase_1(tmp_path):
     for strategy in ("finetune-only", "eh-ft", "stack-only"):
         with pytest.raises(ValueError, match="frozen phase 1"):
             H.search_handoff(TrainConfig(strategy=strategy), out_dir=tmp_path)
+
+
+def test_stackft_train_handoff_search_runs_the_search(encoder_and_data, tmp_path, monkeypatch):
+    """`stackft train --handoff search` hands the config to search_handoff with its options."""
+    from stackft.cli import main
+
+    seen = {}
+
+    def fake_search(cfg, *, out_dir, candidates, probe_fraction):
+        seen.update(cfg=cfg, out_dir=out_dir, candidates=candidates, probe_fraction=probe_fraction)
+        return {"candidates": [3], "probes": {}, "chosen": 3, "final_run": "x", "total": {}}
+
+    monkeypatch.setattr(H, "search_handoff", fake_search)
+    train = write_keyword_csv(tmp_path / "t.csv", 8, seed=0)
+    assert main(["train", "--task", "classification", "--train-path", train, "--handoff", "search",
+                 "--handoff-candidates", "4", "--handoff-probe", "0.2", "--output-dir", str(tmp_path / "o")]) == 0
+    assert seen["candidates"] == 4 and seen["probe_fraction"] == 0.2 and seen["out_dir"] == str(tmp_path / "o")
+    assert seen["cfg"].handoff == "search"
