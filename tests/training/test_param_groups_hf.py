@@ -31,7 +31,6 @@ def bert():
 
     cfg = BertConfig(hidden_size=32, num_hidden_layers=L, num_attention_heads=2, intermediate_size=37,
                      vocab_size=100)
-    torch.manual_seed(0)
     return BertModel(cfg)  # with its pooler: a parameter outside embeddings and layers
 
 

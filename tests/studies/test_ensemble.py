@@ -1,12 +1,12 @@
 """Ensembles of trained checkpoints (stackft.ensemble) on tiny classification and pair data."""
 
-import csv
 import json
 import random
 import shutil
 
 import pytest
 import torch
+from helpers import write_keyword_csv
 from safetensors.torch import load_file, save_file
 
 from stackft.config import TrainConfig
@@ -24,24 +24,14 @@ def _sentence(rng, keyword):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    rng = random.Random(0)
-    with open(d / "kw.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        for i in range(60):
-            w.writerow([_sentence(rng, rng.choice(POS if i % 2 else NEG)), "pos" if i % 2 else "neg"])
+    write_keyword_csv(d / "kw.csv", 60, 0, keywords={"neg": NEG, "pos": POS}, filler=FILL, words=(2, 4))
+    rng = random.Random(1)
     with open(d / "pairs.tsv", "w") as f:  # duplicate = both sides carry the same keyword
         for i in range(60):
             k = rng.choice(POS + NEG)
             other = k if i % 2 else rng.choice([w for w in POS + NEG if w != k])
             f.write(f"{i % 2}\t{_sentence(rng, k)}\t{_sentence(rng, other)}\t{i}\n")
     return d
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from stackft.modeling.encoders import tiny_random_encoder
-
-    return tiny_random_encoder().tokenizer
 
 
 def train(tokenizer, out, task, train_path, **kw):

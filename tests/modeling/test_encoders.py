@@ -15,16 +15,9 @@ def default_encoder():
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tiny, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tiny.model.save_pretrained(path)
-    tiny.tokenizer.save_pretrained(path)
-    return path
+def enc32(make_tiny_encoder):
+    """The encoder saved in ``tiny_encoder_dir`` (hidden 32, 2 layers, seed 0), built afresh for this module."""
+    return make_tiny_encoder()
 
 
 def _batch(tokenizer, texts=("EU rejects German call", "Peter Blackburn went to Brussels today .")):
@@ -49,26 +42,26 @@ def test_default_encoder_is_packaged_minilm(default_encoder):
     assert not torch.allclose(out[0, 0], out[1, 0], atol=1e-3)
 
 
-def test_local_folder_loads_the_saved_weights(tiny, tiny_dir):
-    enc = load_encoder(str(tiny_dir))
+def test_local_folder_loads_the_saved_weights(enc32, tiny_encoder_dir):
+    enc = load_encoder(str(tiny_encoder_dir))
     assert isinstance(enc, Encoder)
     assert enc.hidden_size == 32 and enc.num_layers == 2
-    assert enc.name_or_path == str(tiny_dir)
-    saved = tiny.model.state_dict()
+    assert enc.name_or_path == str(tiny_encoder_dir)
+    saved = enc32.model.state_dict()
     loaded = enc.model.state_dict()
     assert set(loaded) <= set(saved)
     for name, t in loaded.items():
         assert torch.equal(t, saved[name]), name
-    assert enc.tokenizer.get_vocab() == tiny.tokenizer.get_vocab()
+    assert enc.tokenizer.get_vocab() == enc32.tokenizer.get_vocab()
     ids, mask, tt = _batch(enc.tokenizer)
-    enc.eval(), tiny.eval()
+    enc.eval(), enc32.eval()
     with torch.no_grad():
-        torch.testing.assert_close(enc(ids, mask, tt), tiny(ids, mask, tt))
-    assert enc.fingerprint() == tiny.fingerprint()
+        torch.testing.assert_close(enc(ids, mask, tt), enc32(ids, mask, tt))
+    assert enc.fingerprint() == enc32.fingerprint()
 
 
-def test_load_encoder_dropout_override(tiny_dir):
-    enc = load_encoder(str(tiny_dir), dropout=0.0)
+def test_load_encoder_dropout_override(tiny_encoder_dir):
+    enc = load_encoder(str(tiny_encoder_dir), dropout=0.0)
     assert enc.model.config.hidden_dropout_prob == 0.0
     assert enc.model.config.attention_probs_dropout_prob == 0.0
     enc.train()
@@ -87,8 +80,8 @@ def test_missing_folder_is_a_clear_file_not_found(tmp_path):
 
 # -- freezing -------------------------------------------------------------------------------
 
-def test_freeze_unfreeze(tiny):
-    enc = copy.deepcopy(tiny)
+def test_freeze_unfreeze(enc32):
+    enc = copy.deepcopy(enc32)
     assert not enc.frozen and all(p.requires_grad for p in enc.parameters())
     assert enc.freeze() is enc
     assert enc.frozen and not any(p.requires_grad for p in enc.parameters())
@@ -103,8 +96,8 @@ def test_freeze_unfreeze(tiny):
 
 # -- layer structure ------------------------------------------------------------------------
 
-def test_layer_index_numbering(tiny):
-    enc = tiny
+def test_layer_index_numbering(enc32):
+    enc = enc32
     L = enc.num_layers
     assert enc.layer_index("model.embeddings.word_embeddings.weight") == 0
     assert enc.layer_index("model.embeddings.LayerNorm.bias") == 0
@@ -122,44 +115,44 @@ def test_layer_index_numbering(tiny):
     assert all("embeddings" in n for n, _ in groups[0])
 
 
-def test_layers_average_hidden_states(tiny):
-    ids, mask, tt = _batch(tiny.tokenizer)
-    model = tiny.model.eval()
+def test_layers_average_hidden_states(enc32):
+    ids, mask, tt = _batch(enc32.tokenizer)
+    model = enc32.model.eval()
     with torch.no_grad():
         hs = model(input_ids=ids, attention_mask=mask, token_type_ids=tt, output_hidden_states=True).hidden_states
-        assert len(hs) == tiny.num_layers + 1
-        last = Encoder(model, tiny.tokenizer)(ids, mask, tt)
-        top2 = Encoder(model, tiny.tokenizer, layers=(-2, -1))(ids, mask, tt)
-        emb_and_first = Encoder(model, tiny.tokenizer, layers=(0, 1))(ids, mask, tt)
+        assert len(hs) == enc32.num_layers + 1
+        last = Encoder(model, enc32.tokenizer)(ids, mask, tt)
+        top2 = Encoder(model, enc32.tokenizer, layers=(-2, -1))(ids, mask, tt)
+        emb_and_first = Encoder(model, enc32.tokenizer, layers=(0, 1))(ids, mask, tt)
     torch.testing.assert_close(last, hs[-1])
     torch.testing.assert_close(top2, (hs[-2] + hs[-1]) / 2)
     torch.testing.assert_close(emb_and_first, (hs[0] + hs[1]) / 2)
     assert not torch.allclose(top2, last)
 
 
-def test_layers_out_of_range_raise(tiny):
+def test_layers_out_of_range_raise(enc32):
     with pytest.raises(ValueError, match="out of range"):
-        Encoder(tiny.model, tiny.tokenizer, layers=(3,))
+        Encoder(enc32.model, enc32.tokenizer, layers=(3,))
     with pytest.raises(ValueError, match="out of range"):
-        Encoder(tiny.model, tiny.tokenizer, layers=(-4,))
-    Encoder(tiny.model, tiny.tokenizer, layers=(-3, 2))  # embeddings .. top: fine
+        Encoder(enc32.model, enc32.tokenizer, layers=(-4,))
+    Encoder(enc32.model, enc32.tokenizer, layers=(-3, 2))  # embeddings .. top: fine
 
 
-def test_token_type_ids_reach_the_model(tiny):
-    ids, mask, _ = _batch(tiny.tokenizer)
-    tiny.eval()
+def test_token_type_ids_reach_the_model(enc32):
+    ids, mask, _ = _batch(enc32.tokenizer)
+    enc32.eval()
     with torch.no_grad():
-        a = tiny(ids, mask, torch.zeros_like(ids))
-        b = tiny(ids, mask, torch.ones_like(ids))
+        a = enc32(ids, mask, torch.zeros_like(ids))
+        b = enc32(ids, mask, torch.ones_like(ids))
     assert not torch.allclose(a, b)
 
 
 # -- fingerprint ----------------------------------------------------------------------------
 
-def test_fingerprint_tracks_weights_and_layers(tiny):
-    enc = copy.deepcopy(tiny)
+def test_fingerprint_tracks_weights_and_layers(enc32):
+    enc = copy.deepcopy(enc32)
     fp = enc.fingerprint()
-    assert fp == copy.deepcopy(tiny).fingerprint()  # deterministic
+    assert fp == copy.deepcopy(enc32).fingerprint()  # deterministic
     assert len(fp) == 64
     w = enc.model.encoder.layer[1].output.dense.weight
     with torch.no_grad():
@@ -170,12 +163,12 @@ def test_fingerprint_tracks_weights_and_layers(tiny):
         w[3, 5] = old
     assert enc.fingerprint() == fp
     assert Encoder(enc.model, enc.tokenizer, layers=(-2, -1)).fingerprint() != fp
-    other = tiny_random_encoder(hidden_size=32, num_layers=2, seed=1, tokenizer=tiny.tokenizer)
+    other = tiny_random_encoder(hidden_size=32, num_layers=2, seed=1, tokenizer=enc32.tokenizer)
     assert other.fingerprint() != fp
 
 
-def test_fingerprint_covers_scalar_buffers(tiny):
-    enc = copy.deepcopy(tiny)
+def test_fingerprint_covers_scalar_buffers(enc32):
+    enc = copy.deepcopy(enc32)
     enc.model.register_buffer("scale", torch.tensor(2.0))  # 0-d entries exist in some models' state dicts
     fp = enc.fingerprint()
     enc.model.scale.fill_(3.0)

@@ -59,7 +59,6 @@ def make_features(pair: bool, seed: int = 0) -> dict:
 
 def build(case: str, **extra) -> nn.Module:
     name, level, options = CASES[case]
-    torch.manual_seed(0)
     return build_head(name, H, C, level=level, **{**options, **extra})
 
 
@@ -150,7 +149,6 @@ def assert_block_orthogonal(weight, block):
 
 
 def test_kaiming_linear_and_conv():
-    torch.manual_seed(0)
     head = FCSequenceHead(512, 300)
     for linear, fan_in in ((head.fc1, 512), (head.fc2, 512)):
         assert linear.weight.std().item() == pytest.approx(relu_std(fan_in), rel=0.05)
@@ -162,7 +160,6 @@ def test_kaiming_linear_and_conv():
 
 
 def test_kaiming_lstm():
-    torch.manual_seed(0)
     head = BiLSTMTagger(300, 5, lstm_hidden=64)
     for name, param in head.lstm.named_parameters():
         if name.startswith("weight_ih"):
@@ -174,7 +171,6 @@ def test_kaiming_lstm():
 
 
 def test_kaiming_highway_lstm():
-    torch.manual_seed(0)
     head = HighwayLSTMClassifier(200, 2, lstm_hidden=32)
     for layer in head.layers:
         for direction in layer:
@@ -188,7 +184,6 @@ def test_kaiming_highway_lstm():
 
 
 def test_kaiming_bimpm_weights():
-    torch.manual_seed(0)
     matching = MultiPerspectiveMatching(64, context_hidden=200, perspectives=50)
     assert len(matching.weights) == 8
     for weight in matching.weights.values():
@@ -239,7 +234,6 @@ def test_highway_variational_dropout_mask(monkeypatch):
 # ---- BiMPM matching ----------------------------------------------------------------------------
 
 def test_bimpm_full_matching_uses_last_valid_state():
-    torch.manual_seed(0)
     matching = MultiPerspectiveMatching(H, perspectives=3, context_hidden=6).eval()
     feats = make_features(True)
     a, ma, b, mb = feats["hidden_a"], feats["mask_a"], feats["hidden_b"], feats["mask_b"]
@@ -273,7 +267,6 @@ def test_bimpm_full_matching_uses_last_valid_state():
 
 
 def test_bimpm_noctx_full_matching_uses_cls():
-    torch.manual_seed(0)
     matching = MultiPerspectiveMatching(H, context_lstm=False, perspectives=3).eval()
     feats = make_features(True)
     a, ma, b, mb = feats["hidden_a"], feats["mask_a"], feats["hidden_b"], feats["mask_b"]
@@ -330,9 +323,8 @@ def test_densenet_learns_a_separable_task():
         if labels[i]:
             pos = torch.randint(1, int(lengths[i]), (1,), generator=g).item()
             hidden[i, pos] += pattern
-    torch.manual_seed(0)
     head = DenseNetCNNClassifier(h, 2, kernel_sizes=(2, 3))
-    opt = torch.optim.Adam(head.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)  # any init (the per-test seed) learns it in 40 steps
     feats = {"hidden": hidden, "mask": mask}
 
     def evaluate():

@@ -1,15 +1,14 @@
 """Seed studies: expected max (against brute force), run_trials (grid, resume, early discarding,
 reproducibility, seed independence), phase-1 selection, report and CLI. Tiny CPU runs only."""
 
-import csv
 import itertools
 import json
 import math
-import random
 import statistics
 
 import pytest
 import torch
+from helpers import write_keyword_csv
 
 from stackft import studies as trials
 from stackft.config import TrainConfig
@@ -115,29 +114,15 @@ def test_select_heads_gap_rule():
 # ------------------------------------------------------------------------------------------
 # tiny runs
 # ------------------------------------------------------------------------------------------
-def write_keyword_csv(path, n=60, seed=0):
-    """Label = which keyword the text contains (pos/neg words among filler)."""
-    rng = random.Random(seed)
-    pos, neg = ["good", "great", "fine", "happy"], ["bad", "awful", "sad", "poor"]
-    filler = ["the", "a", "movie", "was", "day", "it", "very", "quite"]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        for i in range(n):
-            words = [rng.choice(filler) for _ in range(rng.randint(2, 5))]
-            words.insert(rng.randint(0, len(words)), rng.choice(pos if i % 2 else neg))
-            w.writerow([" ".join(words), "pos" if i % 2 else "neg"])
-    return path
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def study(tmp_path_factory, make_tiny_encoder):
+    """(encoder, data, train path) of a 60-row keyword task (label = which keyword the text contains)."""
     from stackft.data.pipeline import load_task_data
-    from stackft.modeling.encoders import tiny_random_encoder
 
     path = write_keyword_csv(tmp_path_factory.mktemp("data") / "kw.csv")
-    enc = tiny_random_encoder()
-    data = load_task_data("classification", str(path), tokenizer=enc.tokenizer, max_length=12, dev_size=20)
-    return enc, data, str(path)
+    enc = make_tiny_encoder()
+    data = load_task_data("classification", path, tokenizer=enc.tokenizer, max_length=12, dev_size=20)
+    return enc, data, path
 
 
 def cfg(path, **kw):
@@ -155,8 +140,8 @@ def _evals(out_dir):
             for r in trials.load_trials(out_dir, "eval")}
 
 
-def test_early_discard_keeps_exactly_top_p(tiny, tmp_path):
-    enc, data, path = tiny
+def test_early_discard_keeps_exactly_top_p(study, tmp_path):
+    enc, data, path = study
     out = tmp_path / "ed"
     base = cfg(path)  # 40 train rows / batch 8 = 5 steps an epoch, 2 epochs = 10 planned steps
     res = trials.run_trials(base, init_seeds=[0, 1, 2, 3], data_seeds=[0], out_dir=out,
@@ -195,16 +180,16 @@ def test_early_discard_keeps_exactly_top_p(tiny, tmp_path):
                           encoder=enc, data=data)
 
 
-def test_early_discard_validates_arguments(tiny, tmp_path):
-    enc, data, path = tiny
+def test_early_discard_validates_arguments(study, tmp_path):
+    enc, data, path = study
     for bad in [(4, 0.5, 1), (2, 1.0, 1), (2, 0.5, 3), (0, 0.5, 0), (2, 0.5)]:
         with pytest.raises(ValueError):
             trials.run_trials(cfg(path), init_seeds=[0, 1, 2], data_seeds=[0], out_dir=tmp_path / "x",
                               early_discard=bad, encoder=enc, data=data)
 
 
-def test_trials_reproducible_restored_between_trials_and_resumable(tiny, tmp_path):
-    enc, data, path = tiny
+def test_trials_reproducible_restored_between_trials_and_resumable(study, tmp_path):
+    enc, data, path = study
     # stack-and-finetune changes the shared encoder in phase 2: each trial must start from the pretrained one
     base = cfg(path, strategy="stack-and-finetune", stop_mode="fixed")
     a = trials.run_trials(base, init_seeds=[0, 1], data_seeds=[0], out_dir=tmp_path / "a", encoder=enc, data=data)
@@ -244,10 +229,11 @@ def test_trials_reproducible_restored_between_trials_and_resumable(tiny, tmp_pat
         trials.run_trials(changed, init_seeds=[0], data_seeds=[0], out_dir=tmp_path / "d", encoder=enc, data=data)
 
 
-def test_seeds_independent(tiny, tmp_path):
+def test_seeds_independent(study, tmp_path):
+    from stackft.training.callbacks import TrainerCallback
     from stackft.training.trainer import Trainer, build_model
 
-    enc, data, path = tiny
+    enc, data, path = study
     base = cfg(path)
 
     def head_state(i, d):
@@ -260,25 +246,26 @@ def test_seeds_independent(tiny, tmp_path):
     assert same(head_state(0, 0), head_state(0, 1))  # data seed alone: same head init
     assert not same(head_state(0, 0), head_state(1, 0))  # init seed: another init
 
-    class Recorder(Trainer):
-        def _train_step(self, batch, optimizer, scheduler):
+    class Recorder(TrainerCallback):
+        def __init__(self):
+            self.seen = []
+
+        def on_step_start(self, trainer, phase, batch):
             self.seen.append(batch["index"].tolist())
-            return super()._train_step(batch, optimizer, scheduler)
 
     def data_order(i, d):
         c = trials.trial_config(base, i, d, tmp_path / "order")
         c.max_steps_this_run = 2
-        t = Recorder(c, encoder=enc, data=data)
-        t.seen = []
-        t.fit()
-        return t.seen
+        rec = Recorder()
+        Trainer(c, encoder=enc, data=data, callbacks=[rec]).fit()
+        return rec.seen
 
     assert data_order(0, 0) != data_order(0, 1)  # data seed: another order
     assert data_order(0, 0) == data_order(1, 0)  # init seed alone: same order
 
 
-def test_phase1_then_select(tiny, tmp_path):
-    enc, data, path = tiny
+def test_phase1_then_select(study, tmp_path):
+    enc, data, path = study
     base = cfg(path, strategy="stack-and-finetune", stop_mode="fixed")
     baseline = trials.run_trials(cfg(path, strategy="stack-only", stack_epochs=1), init_seeds=[0, 1], data_seeds=[0],
                                  out_dir=tmp_path / "ft", encoder=enc, data=data)
@@ -322,12 +309,12 @@ def test_phase1_then_select(tiny, tmp_path):
     assert "E[max]" in text and (tmp_path / "r.png").exists()
 
 
-def test_cli_trials_and_report(tiny, tmp_path, capsys):
+def test_cli_trials_and_report(study, tmp_path, capsys):
     import argparse
 
     from stackft.cli import trials as cli_trials
 
-    enc, data, path = tiny
+    enc, data, path = study
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command")
     cli_trials.register(sub)
@@ -347,14 +334,11 @@ def test_cli_trials_and_report(tiny, tmp_path, capsys):
     assert cli_trials.main(["trials-report", str(tmp_path / "nothing")]) == 2
 
 
-def test_cli_trials_runs_a_study(tiny, tmp_path, capsys):
+def test_cli_trials_runs_a_study(study, tiny_encoder_dir, tmp_path, capsys):
     from stackft.cli import trials as cli_trials
 
-    enc, _, path = tiny
-    enc_dir = tmp_path / "enc"  # the tiny encoder as a folder, for --encoder
-    enc.model.save_pretrained(enc_dir)
-    enc.tokenizer.save_pretrained(enc_dir)
-    argv = ["trials", "--task", "classification", "--train-path", path, "--encoder", str(enc_dir),
+    _, _, path = study
+    argv = ["trials", "--task", "classification", "--train-path", path, "--encoder", str(tiny_encoder_dir),
             "--strategy", "stack-only", "--head", "densenet", "--head-options",
             '{"channels": 8, "kernel_sizes": [2], "layers_per_block": 1}', "--stack-epochs", "1",
             "--max-length", "12", "--dev-size", "0.34", "--batch-size", "8", "--evals-per-epoch", "1",

@@ -10,22 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import DEMO_DATA, FIXTURES
 
 from stackft import cli
+from stackft.cli.args import config_from_args
 from stackft.data.conll import read_conll
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures"
-DEMO = REPO / "stackft" / "demo_data"
 
-
-@pytest.fixture(scope="module")
-def tiny_dir(tiny_encoder_dir):
-    return tiny_encoder_dir
-
-
-def train_args(tiny_dir, out, *extra):
-    return ["train", "--encoder", str(tiny_dir), "--cache", "off", "--no-progress", "--device", "cpu",
+def train_args(tiny_encoder_dir, out, *extra):
+    return ["train", "--encoder", str(tiny_encoder_dir), "--cache", "off", "--no-progress", "--device", "cpu",
             "--output-dir", str(out), "--batch-size", "8", "--eval-batch-size", "16", *extra]
 
 
@@ -36,10 +29,10 @@ def last_json(text: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ner_run(tiny_dir, tmp_path_factory):
+def ner_run(tiny_encoder_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    args = train_args(tiny_dir, out, "--task", "ner", "--strategy", "stack-and-finetune",
-                      "--train-path", str(DEMO / "conll_train.txt"), "--max-train", "24",
+    args = train_args(tiny_encoder_dir, out, "--task", "ner", "--strategy", "stack-and-finetune",
+                      "--train-path", str(DEMO_DATA / "conll_train.txt"), "--max-train", "24",
                       "--dev-path", str(FIXTURES / "conll_small.txt"),
                       "--head-options", '{"lstm_hidden": 16}', "--phase1-epochs", "1", "--phase2-epochs", "1",
                       "--phase1-lr", "3e-3", "--seed", "3")
@@ -85,10 +78,10 @@ def test_eval_without_the_encoder_files_of_the_run(ner_run, tmp_path, capsys):
     assert err.startswith("stackft eval: error:") and "encoder" in err
 
 
-def test_malformed_training_file_exit_code_2_names_file_and_line(tiny_dir, tmp_path, capsys):
+def test_malformed_training_file_exit_code_2_names_file_and_line(tiny_encoder_dir, tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("a fine text,sports\nanother one,food\nthis row,has,three columns\n")
-    code = cli.main(train_args(tiny_dir, tmp_path / "run", "--task", "classification", "--train-path", str(bad)))
+    code = cli.main(train_args(tiny_encoder_dir, tmp_path / "run", "--task", "classification", "--train-path", str(bad)))
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err  # one line, no traceback
@@ -104,9 +97,9 @@ def test_malformed_eval_file_exit_code_2(ner_run, tmp_path, capsys):
     assert f"{bad}:4:" in err and "Q-MISC" in err
 
 
-def test_missing_files_exit_code_2(tiny_dir, tmp_path, capsys):
+def test_missing_files_exit_code_2(tiny_encoder_dir, tmp_path, capsys):
     missing = tmp_path / "nope.txt"
-    assert cli.main(train_args(tiny_dir, tmp_path / "run", "--task", "ner", "--train-path", str(missing))) == 2
+    assert cli.main(train_args(tiny_encoder_dir, tmp_path / "run", "--task", "ner", "--train-path", str(missing))) == 2
     assert str(missing) in capsys.readouterr().err
     assert cli.main(["eval", str(tmp_path / "no-run" / "best"), "--data", str(FIXTURES / "conll_small.txt")]) == 2
     assert "no-run" in capsys.readouterr().err
@@ -147,10 +140,10 @@ def test_config_from_args_types():
     p = cli.build_parser()
     args = p.parse_args(["train", "--train-path", "x", "--layers=-2,-1", "--max-train", "10", "--dev-size", "0.2",
                          "--phase2-head-lr", "1e-4", "--no-progress", "--max-steps-this-run", "5"])
-    cfg = cli.config_from_args(args)
+    cfg = config_from_args(args)
     assert cfg.layers == (-2, -1) and cfg.max_train == 10 and cfg.dev_size == 0.2 and cfg.phase2_head_lr == 1e-4
     assert cfg.progress is False and cfg.max_steps_this_run == 5 and cfg.train_path == "x"
-    assert cli.config_from_args(p.parse_args(["train"])) == type(cfg)()  # defaults are TrainConfig's
+    assert config_from_args(p.parse_args(["train"])) == type(cfg)()  # defaults are TrainConfig's
 
 
 def test_layers_option_takes_negative_indices_as_separate_argument():
@@ -158,18 +151,18 @@ def test_layers_option_takes_negative_indices_as_separate_argument():
     assert args.layers == (-2, -1)
 
 
-def test_dev_size_accepts_a_count_or_a_fraction(tiny_dir, tmp_path):
+def test_dev_size_accepts_a_count_or_a_fraction(tiny_encoder_dir, tmp_path):
     p = cli.build_parser()
-    assert cli.config_from_args(p.parse_args(["train", "--dev-size", "4"])).dev_size == 4
-    assert isinstance(cli.config_from_args(p.parse_args(["train", "--dev-size", "4"])).dev_size, int)
-    assert cli.config_from_args(p.parse_args(["train", "--dev-size", "0.25"])).dev_size == 0.25
+    assert config_from_args(p.parse_args(["train", "--dev-size", "4"])).dev_size == 4
+    assert isinstance(config_from_args(p.parse_args(["train", "--dev-size", "4"])).dev_size, int)
+    assert config_from_args(p.parse_args(["train", "--dev-size", "0.25"])).dev_size == 0.25
     data = tmp_path / "kw.csv"
     data.write_text("".join(f"{w} and the {i},{'sports' if w == 'football' else 'food'}\n"
                             for i in range(10) for w in ("football", "pizza")))
     out = tmp_path / "run"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = cli.main(train_args(tiny_dir, out, "--task", "classification", "--strategy", "stack-only",
+        code = cli.main(train_args(tiny_encoder_dir, out, "--task", "classification", "--strategy", "stack-only",
                                    "--train-path", str(data), "--dev-size", "4", "--head", "linear",
                                    "--stack-epochs", "1", "--evals-per-epoch", "1"))
     assert code == 0

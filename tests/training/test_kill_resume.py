@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_keyword_csv
+from helpers import write_keyword_csv
 from safetensors.torch import load_file
 
 
@@ -18,15 +18,10 @@ def train_csv(tmp_path_factory):
     return write_keyword_csv(tmp_path_factory.mktemp("data") / "train.csv", 40, 3)
 
 
-@pytest.fixture(scope="module")
-def enc_dir(tiny_encoder_dir):
-    return str(tiny_encoder_dir)
-
-
 def _cmd(enc_dir, train_csv, out, *extra):
     return [sys.executable, "-m", "stackft", "train", "--task", "classification", "--strategy", "stack-and-finetune",
             "--head", "densenet", "--head-options", '{"channels": 16}', "--train-path", train_csv, "--dev-size", "8",
-            "--encoder", enc_dir, "--batch-size", "4", "--phase1-epochs", "2", "--phase2-epochs", "2",
+            "--encoder", str(enc_dir), "--batch-size", "4", "--phase1-epochs", "2", "--phase2-epochs", "2",
             "--stop-mode", "fixed", "--save-every", "1", "--cache", "off", "--device", "cpu", "--no-progress",
             "--output-dir", str(out), *extra]
 
@@ -60,19 +55,19 @@ def _kill_when(cmd, out: Path, phase: int, min_step: int):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, enc_dir, train_csv):
+def reference(tmp_path_factory, tiny_encoder_dir, train_csv):
     out = tmp_path_factory.mktemp("ref")
-    r = subprocess.run(_cmd(enc_dir, train_csv, out), capture_output=True, text=True, env=_env(), timeout=600)
+    r = subprocess.run(_cmd(tiny_encoder_dir, train_csv, out), capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
 
 @pytest.mark.parametrize("phase,step", [(0, 3), (1, 2)], ids=["mid-phase-1", "mid-phase-2"])
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, enc_dir, train_csv, reference, phase, step):
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_encoder_dir, train_csv, reference, phase, step):
     out = tmp_path / "run"
-    pos = _kill_when(_cmd(enc_dir, train_csv, out), out, phase, step)
+    pos = _kill_when(_cmd(tiny_encoder_dir, train_csv, out), out, phase, step)
     assert not (out / "summary.json").exists(), "the run finished before it was killed"
-    r = subprocess.run(_cmd(enc_dir, train_csv, out, "--resume"), capture_output=True, text=True, env=_env(), timeout=600)
+    r = subprocess.run(_cmd(tiny_encoder_dir, train_csv, out, "--resume"), capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     ref = json.loads((reference / "summary.json").read_text())
     got = json.loads((out / "summary.json").read_text())

@@ -3,17 +3,12 @@
 import json
 
 import pytest
-from conftest import write_keyword_csv
+from helpers import write_keyword_csv
 
 from stackft.cli import main
 
 
-@pytest.fixture(scope="module")
-def enc_dir(tiny_encoder_dir):
-    return str(tiny_encoder_dir)
-
-
-def test_bad_rows_raise_or_are_skipped_and_counted(tmp_path, enc_dir, capsys):
+def test_bad_rows_raise_or_are_skipped_and_counted(tmp_path, tiny_encoder_dir, capsys):
     train = tmp_path / "train.csv"
     write_keyword_csv(train, 30, 0)
     lines = train.read_text().splitlines()
@@ -21,7 +16,7 @@ def test_bad_rows_raise_or_are_skipped_and_counted(tmp_path, enc_dir, capsys):
     lines.insert(12, 'a,"b,c,d')  # unterminated quote
     train.write_text("\n".join(lines) + "\n")
     args = ["train", "--task", "classification", "--strategy", "finetune-only", "--train-path", str(train),
-            "--dev-size", "6", "--encoder", enc_dir, "--phase2-epochs", "1", "--batch-size", "8", "--cache", "off",
+            "--dev-size", "6", "--encoder", str(tiny_encoder_dir), "--phase2-epochs", "1", "--batch-size", "8", "--cache", "off",
             "--no-progress", "--device", "cpu"]
     assert main([*args, "--output-dir", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err

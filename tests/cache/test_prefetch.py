@@ -1,26 +1,24 @@
 """Prefetching cached features ahead of the step, and where a cache is placed for a GPU run."""
 
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEMO_DATA
 
 from stackft.cache.format import FeatureCache
 from stackft.cache.prefetch import attach, attached, prefetch
 from stackft.cache.source import CachedFeatures, choose_placement, place
 from stackft.config import TrainConfig
 from stackft.data.pipeline import load_task_data
-from stackft.modeling.encoders import tiny_random_encoder
 from stackft.training.trainer import Trainer, split_batch
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN = str(ROOT / "stackft" / "demo_data" / "conll_train.txt")
-DEV = str(ROOT / "stackft" / "demo_data" / "conll_dev.txt")
+TRAIN = str(DEMO_DATA / "conll_train.txt")
+DEV = str(DEMO_DATA / "conll_dev.txt")
 GiB = 2**30
 
 
 def _store(n=23, d=7, seed=None):
-    g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**31)
+    g = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,))))
     seqs = [torch.randn(int(torch.randint(1, 9, (1,), generator=g)), d, generator=g) for _ in range(n)]
     return FeatureCache.from_tensors(seqs, dtype="fp32")
 
@@ -81,9 +79,9 @@ def test_attached_features_are_cut_with_the_micro_batches():
     assert attached(batch) is None
 
 
-def test_trainer_with_prefetch_equals_without(tmp_path, monkeypatch):
+def test_trainer_with_prefetch_equals_without(tmp_path, monkeypatch, make_tiny_encoder):
     """Cached phase 1 fed through the prefetcher (and cut into micro-batches) trains the same head."""
-    enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=1)
+    enc = make_tiny_encoder(seed=1)
     data = load_task_data("ner", TRAIN, DEV, tokenizer=enc.tokenizer, max_train=40, max_dev=16)
     runs = {}
     for depth in (0, 2):
@@ -122,8 +120,8 @@ def test_placement_auto_picks_device_then_pinned_then_mmap():
         choose_placement("gpu", 1, "cpu")
 
 
-def test_trainer_rejects_bad_cache_options(tmp_path):
-    enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=1)
+def test_trainer_rejects_bad_cache_options(tmp_path, make_tiny_encoder):
+    enc = make_tiny_encoder(seed=1)
     data = load_task_data("ner", TRAIN, DEV, tokenizer=enc.tokenizer, max_train=8, max_dev=8)
     with pytest.raises(ValueError, match="cache_placement"):
         Trainer(TrainConfig(train_path=TRAIN, cache_placement="vram", output_dir=str(tmp_path)), encoder=enc, data=data)

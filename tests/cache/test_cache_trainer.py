@@ -1,20 +1,18 @@
 """The feature cache inside training: cached phase 1 equals live phase 1; stale caches rebuild."""
 
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEMO_DATA
 
-from stackft.cache.format import FeatureCache
+from stackft.cache.format import CacheError, FeatureCache
 from stackft.cli import main
 from stackft.config import TrainConfig
 from stackft.data.pipeline import load_task_data
-from stackft.modeling.encoders import tiny_random_encoder
 from stackft.training.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN = str(ROOT / "stackft" / "demo_data" / "conll_train.txt")
-DEV = str(ROOT / "stackft" / "demo_data" / "conll_dev.txt")
+TRAIN = str(DEMO_DATA / "conll_train.txt")
+DEV = str(DEMO_DATA / "conll_dev.txt")
 
 
 def _cfg(tmp_path, name, cache, **kw):
@@ -26,8 +24,8 @@ def _cfg(tmp_path, name, cache, **kw):
 
 
 @pytest.fixture(scope="module")
-def enc():
-    return tiny_random_encoder(hidden_size=32, num_layers=2, seed=1)
+def enc(make_tiny_encoder):
+    return make_tiny_encoder(seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +80,7 @@ def test_flipped_byte_in_cache_is_rebuilt_not_read(tmp_path, enc, data):
     raw = bytearray(values.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # same size: only the checksum can tell
     values.write_bytes(bytes(raw))
-    with pytest.raises(Exception):
+    with pytest.raises(CacheError, match="checksum mismatch in values.bin"):
         FeatureCache.open(train_dir, verify=True)
     Trainer(_cfg(tmp_path, "b", str(root)), encoder=enc, data=data).fit()
     FeatureCache.open(train_dir, verify=True)  # rebuilt: checksums hold again
@@ -100,10 +98,8 @@ def test_corrupted_cache_is_rebuilt(tmp_path, enc, data):
     assert len(reopened) == len(data.train)
 
 
-def test_cache_build_cli_makes_what_train_reads(tmp_path, enc, capsys):
-    enc_dir = tmp_path / "enc"
-    enc.model.save_pretrained(enc_dir)
-    enc.tokenizer.save_pretrained(enc_dir)
+def test_cache_build_cli_makes_what_train_reads(tmp_path, tiny_encoder_dir, capsys):
+    enc_dir = tiny_encoder_dir
     args = ["--task", "ner", "--train-path", TRAIN, "--dev-path", DEV, "--max-train", "24", "--max-dev", "8",
             "--encoder", str(enc_dir), "--cache", str(tmp_path / "c"), "--cache-dtype", "int8", "--no-progress"]
     assert main(["cache", "build", *args]) == 0

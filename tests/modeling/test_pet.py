@@ -1,23 +1,14 @@
 """PET for EH-FT phase 1 (stackft.pet) and the eh-ft strategy end to end on a tiny encoder."""
 
-import csv
-import random
-
 import pytest
 import torch
+from helpers import write_keyword_csv
 from safetensors.torch import load_file
 
 pytest.importorskip("peft")
 
 from stackft.config import TrainConfig  # noqa: E402
 from stackft.modeling import pet  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from stackft.modeling.encoders import tiny_random_encoder
-
-    return tiny_random_encoder().tokenizer
 
 
 def fresh_encoder(tokenizer):
@@ -89,11 +80,9 @@ def test_lora_detach_restores_original_keys_without_merging(tokenizer):
 
 def test_lora_attach_leaves_global_rng_alone_and_is_seeded(tokenizer):
     a, b = fresh_encoder(tokenizer), fresh_encoder(tokenizer)
-    torch.manual_seed(123)
+    state = torch.get_rng_state()
     pet.attach(a, "lora")
-    after = torch.rand(1)
-    torch.manual_seed(123)
-    assert torch.equal(torch.rand(1), after)
+    assert torch.equal(torch.get_rng_state(), state)  # drew nothing from the global RNG
     pet.attach(b, "lora", seed=1)
     la = [p for p in pet.pet_parameters(a)]
     lb = [p for p in pet.pet_parameters(b)]
@@ -129,15 +118,10 @@ def test_bitfit_trains_only_biases(tokenizer):
 def data(tokenizer, tmp_path_factory):
     from stackft.data.pipeline import load_task_data
 
-    path = tmp_path_factory.mktemp("d") / "kw.csv"
-    rng = random.Random(0)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        for i in range(60):
-            words = [rng.choice(["the", "a", "movie", "was", "it"]) for _ in range(3)]
-            words.insert(rng.randint(0, 3), rng.choice(["good", "great"] if i % 2 else ["bad", "awful"]))
-            w.writerow([" ".join(words), "pos" if i % 2 else "neg"])
-    return load_task_data("classification", str(path), tokenizer=tokenizer, max_length=12, dev_size=20)
+    path = write_keyword_csv(tmp_path_factory.mktemp("d") / "kw.csv", 60, 0, words=(3, 3),
+                             keywords={"neg": ["bad", "awful"], "pos": ["good", "great"]},
+                             filler=["the", "a", "movie", "was", "it"])
+    return load_task_data("classification", path, tokenizer=tokenizer, max_length=12, dev_size=20)
 
 
 def ehft_cfg(out, method, **kw):

@@ -1,12 +1,11 @@
 """gather_pad: C++ extension vs pure-PyTorch fallback vs a slices + pad_sequence reference.
 
-Inputs are drawn fresh for every test (the seed is printed, so a failure can be replayed).
+Inputs come from the ``gen`` fixture (conftest: the per-test seed, named in a failure's report).
 The extension is built once per machine into its cache dir (session fixture); a failed build
 fails these tests unless STACKFT_NO_EXT is set.
 """
 
 import os
-import random
 import subprocess
 import sys
 import textwrap
@@ -28,13 +27,6 @@ def ext():
     info = _ext.load()
     assert info is not None, f"extension build failed: {_ext.load_error()!r}"
     return info
-
-
-@pytest.fixture
-def gen():
-    seed = random.SystemRandom().randrange(2**31)
-    print(f"seed={seed}")
-    return torch.Generator().manual_seed(seed)
 
 
 def ragged(gen, value_dtype, n=40, d=None, max_len=12, p_empty=0.2):
@@ -209,6 +201,142 @@ def test_forced_fallback(monkeypatch, gen):
     assert torch.equal(p, want[0]) and torch.equal(m, want[1])
 
 
+# -- max_len: the caller knows the lengths (no host sync on CUDA, a static shape under compile) --
+
+def _max_len_impls():
+    return {"op": ops.gather_pad, "fallback": ops.gather_pad_fallback,
+            "raw_extension": lambda *a, max_len=None: torch.ops.stackft_C.gather_pad(*a, max_len)}
+
+
+@pytest.mark.parametrize("impl", ["op", "fallback", "raw_extension"])
+@pytest.mark.parametrize("value_dtype", VALUE_DTYPES)
+def test_max_len_same_result_and_extra_padding(ext, gen, impl, value_dtype):
+    fn = _max_len_impls()[impl]
+    values, offsets, scales = ragged(gen, value_dtype, d=37)
+    idx = random_indices(gen, len(offsets) - 1, 11, torch.int64)
+    want = reference(values, offsets, idx, scales, torch.bfloat16)
+    longest = want[0].shape[1]
+    got = fn(values, offsets, idx, scales, torch.bfloat16, max_len=longest)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    p, m = fn(values, offsets, idx, scales, torch.bfloat16, max_len=longest + 5)  # larger: more padding
+    assert p.shape == (11, longest + 5, 37) and m.shape == (11, longest + 5)
+    assert torch.equal(p[:, :longest], want[0]) and torch.equal(m[:, :longest], want[1])
+    assert not p[:, longest:].any() and not m[:, longest:].any()
+
+
+@pytest.mark.parametrize("impl", ["op", "fallback", "raw_extension"])
+def test_max_len_too_small_or_negative_raises(ext, impl):
+    fn = _max_len_impls()[impl]
+    v = torch.randn(6, 4)
+    off = torch.tensor([0, 2, 2, 6])
+    with pytest.raises(ValueError, match="max_len"):
+        fn(v, off, torch.tensor([0, 2]), None, torch.float32, max_len=3)  # sequence 2 has 4 rows
+    with pytest.raises(ValueError, match="max_len"):
+        fn(v, off, torch.tensor([0]), None, torch.float32, max_len=-1)
+    p, m = fn(v, off, torch.tensor([1, 1]), None, torch.float32, max_len=0)  # empty rows fit in 0
+    assert p.shape == (2, 0, 4) and m.shape == (2, 0)
+    p, m = fn(v, off, torch.tensor([], dtype=torch.int64), None, torch.float32, max_len=3)
+    assert p.shape == (0, 3, 4) and m.shape == (0, 3)
+
+
+def test_max_len_fake_shape_is_static(ext, gen):
+    values, offsets, scales = ragged(gen, torch.int8, d=8)
+    idx = torch.randint(0, len(offsets) - 1, (5,), generator=gen)
+    T = int((offsets[idx + 1] - offsets[idx]).max())
+    torch.library.opcheck(ops._gather_pad_op, (values, offsets, idx, scales, torch.float32, T + 2))
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    with FakeTensorMode(shape_env=ShapeEnv()) as mode:
+        fv, fo, fi, fs = (mode.from_tensor(t) for t in (values, offsets, idx, scales))
+        p, m = ops.gather_pad(fv, fo, fi, fs, out_dtype=torch.float16, max_len=T + 2)
+    assert tuple(p.shape) == (5, T + 2, 8) and tuple(m.shape) == (5, T + 2)  # no unbacked size
+
+    def pooled(v, o, i, s):
+        p, m = ops.gather_pad(v, o, i, s, max_len=T)
+        return (p * m[..., None]).sum(1)
+
+    compiled = torch.compile(pooled, backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(values, offsets, idx, scales), pooled(values, offsets, idx, scales))
+
+
+def test_feature_cache_gather_passes_max_len_only_for_cuda(monkeypatch, gen):
+    """On CPU, FeatureCache.gather leaves max_len out (the CPU kernel sizes the output itself)."""
+    from stackft.cache import format as fmt
+
+    seen = []
+    real = fmt.gather_pad
+    monkeypatch.setattr(fmt, "gather_pad", lambda *a, **k: seen.append(a[5:]) or real(*a, **k))
+    seqs = [torch.randn(int(n), 6) for n in torch.randint(0, 9, (12,), generator=gen)]
+    cache = fmt.FeatureCache.from_tensors(seqs, dtype="fp16")
+    idx = torch.tensor([3, 1, 3])
+    p, m = cache.gather(idx)
+    assert seen == [(None,)]
+    assert p.shape[1] == max(int(cache.lengths[i]) for i in idx)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("value_dtype", [torch.bfloat16, torch.int8])
+def test_cuda_max_len_matches_and_does_not_sync(ext, gen, value_dtype, monkeypatch):
+    values, offsets, scales = ragged(gen, value_dtype, d=768, max_len=130)
+    idx = random_indices(gen, len(offsets) - 1, 33, torch.int64)
+    want = ops.gather_pad(values, offsets, idx, scales, out_dtype=torch.bfloat16)
+    T = want[0].shape[1]
+    dev = [t.cuda() if t is not None else None for t in (values, offsets, scales)]
+    pinned = [t.pin_memory() if t is not None else None for t in (values, offsets, scales)]
+    ic = idx.cuda()
+    for store in (dev, pinned):
+        ops.gather_pad(store[0], store[1], ic, store[2], out_dtype=torch.bfloat16, max_len=T)  # warm
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            got = ops.gather_pad(store[0], store[1], ic, store[2], out_dtype=torch.bfloat16, max_len=T)
+            big = ops.gather_pad(store[0], store[1], ic, store[2], out_dtype=torch.bfloat16, max_len=T + 3)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert ops.last_backend() == "extension"
+        assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
+        assert big[0].shape[1] == T + 3 and not big[0][:, T:].any() and not big[1][:, T:].any()
+        assert torch.equal(big[0][:, :T].cpu(), want[0])
+    # without max_len the call syncs once (to read Tmax): the sync-debug mode sees it
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError, match="synchroniz"):
+            ops.gather_pad(dev[0], dev[1], ic, dev[2], out_dtype=torch.bfloat16)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    # a too-small max_len is the caller's contract on CUDA: truncated, memory-safe; the check env raises
+    short = ops.gather_pad(dev[0], dev[1], ic, dev[2], out_dtype=torch.bfloat16, max_len=T - 1)
+    assert torch.equal(short[0].cpu(), want[0][:, : T - 1])
+    monkeypatch.setenv("STACKFT_GATHER_PAD_CHECK", "1")
+    with pytest.raises(ValueError, match="max_len"):
+        ops.gather_pad(dev[0], dev[1], ic, dev[2], out_dtype=torch.bfloat16, max_len=T - 1)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_feature_cache_gather_does_not_sync(ext, gen):
+    from stackft.cache.format import FeatureCache
+
+    seqs = [torch.randn(int(n), 64) for n in torch.randint(1, 40, (50,), generator=gen)]
+    cache = FeatureCache.from_tensors(seqs, dtype="int8")
+    idx = torch.tensor([7, 3, 7, 0, 49])
+    want = cache.gather(idx)
+    for c in (cache, cache.pin_memory(), cache.to("cuda")):  # host (compact path), pinned, GPU store
+        c.gather(idx, device="cuda")  # the first gather of a GPU store copies its lengths to the host once
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            p, m = c.gather(idx, device="cuda")
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert torch.equal(p.cpu(), want[0]) and torch.equal(m.cpu(), want[1])
+    with pytest.raises(IndexError, match="out of range"):
+        cache.to("cuda").gather(torch.tensor([50]), device="cuda")
+
+
 def _run_py(code, env_extra, tmp_path):
     env = dict(os.environ, **env_extra)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
@@ -221,7 +349,7 @@ def test_no_compiler_warns_once_and_falls_back(tmp_path):
         import torch
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            from stackft import ops
+            from stackft.cache import ops
             v = torch.randn(5, 3); o = torch.tensor([0, 2, 5])
             for _ in range(3):
                 p, m = ops.gather_pad(v, o, torch.tensor([1, 0]))
