@@ -10,7 +10,6 @@ so a construct that only works in the interpreter (the CPU test path) fails here
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import sys
@@ -64,15 +63,28 @@ def compile_one(kernel, pointers: dict, constexprs: dict, arch: int):
                           target=GPUTarget("cuda", arch, 32))
 
 
+def parse_archs(argv: list[str]) -> list[int]:
+    """``[--arch N]...`` -> the SM versions (default 90 and 80). Kept free of argparse: only
+    ``stackft.cli`` builds parsers."""
+    archs, it = [], iter(argv)
+    for arg in it:
+        value = next(it, None) if arg == "--arch" else arg[len("--arch="):] if arg.startswith("--arch=") else None
+        if arg in ("-h", "--help"):
+            raise SystemExit(__doc__)
+        if value is None or not str(value).isdigit():
+            got = arg if value is None else f"{arg} {value}"
+            raise SystemExit(f"usage: python -m stackft.kernels.compile_check [--arch N]...; got {got!r}")
+        archs.append(int(value))
+    return archs or [90, 80]
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", type=int, action="append", help="SM version(s), default 90 and 80")
-    args = ap.parse_args(argv)
+    archs = parse_archs(sys.argv[1:] if argv is None else list(argv))
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("unset TRITON_INTERPRET: interpreted kernels cannot be compiled", file=sys.stderr)
         return 2
     failures = 0
-    for arch in args.arch or [90, 80]:
+    for arch in archs:
         for kernel, pointers, constexprs in _cases():
             label = f"sm_{arch} {kernel.fn.__name__} {next(iter(pointers.values()))} {constexprs}"
             try:
