@@ -123,3 +123,20 @@ def write_keyword_csv(path, n: int = 60, seed: int = 0, *, keywords: dict | None
             row.insert(pos, kws[0] if len(kws) == 1 else rng.choice(kws))
             w.writerow([" ".join(row), label])
     return str(path)
+
+
+def tiny_keyword_task(folder, *, n_train: int = 48, n_dev: int = 16, max_length: int = 24):
+    """``(encoder, data)``: a tiny random BERT and a learnable 2-class keyword task encoded for it.
+
+    48 training rows make 6 steps an epoch at batch 8. Used by trainer-level tests that need a
+    complete but seconds-long run.
+    """
+    from stackft.data.pipeline import load_task_data
+    from stackft.modeling.encoders import tiny_random_encoder
+
+    folder = Path(folder)
+    enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)
+    data = load_task_data("classification", write_keyword_csv(folder / "train.csv", n_train, seed=0),
+                          write_keyword_csv(folder / "dev.csv", n_dev, seed=1), tokenizer=enc.tokenizer,
+                          max_length=max_length)
+    return enc, data

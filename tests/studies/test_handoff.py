@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from helpers import write_keyword_csv
+from helpers import tiny_keyword_task, write_keyword_csv
 
 from stackft.config import TrainConfig
-from stackft.data.pipeline import load_task_data
-from stackft.modeling.encoders import tiny_random_encoder
 from stackft.run_dir import RunDir
 from stackft.studies import handoff as H
 
@@ -19,11 +17,7 @@ BASE = dict(task="classification", cache="off", progress=False, device="cpu", ba
 
 @pytest.fixture(scope="module")
 def encoder_and_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("handoff-data")
-    enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)
-    data = load_task_data("classification", write_keyword_csv(d / "train.csv", 48, seed=0),
-                          write_keyword_csv(d / "dev.csv", 16, seed=1), tokenizer=enc.tokenizer, max_length=24)
-    return enc, data
+    return tiny_keyword_task(tmp_path_factory.mktemp("handoff-data"))
 
 
 def test_pick_candidates_includes_the_stop_rule_choice_and_spreads():

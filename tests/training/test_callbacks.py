@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import write_keyword_csv
+from helpers import tiny_keyword_task
 
 from stackft.config import TrainConfig
-from stackft.data.pipeline import load_task_data
-from stackft.modeling.encoders import tiny_random_encoder
 from stackft.run_dir import RunDir
 from stackft.training.callbacks import HOOKS, TrainerCallback
 from stackft.training.step import NonFiniteLoss, train_step
@@ -22,11 +20,7 @@ BASE = dict(task="classification", cache="off", progress=False, device="cpu", ba
 
 @pytest.fixture(scope="module")
 def encoder_and_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cb-data")
-    enc = tiny_random_encoder(hidden_size=32, num_layers=2, seed=0)
-    data = load_task_data("classification", write_keyword_csv(d / "train.csv", 48, seed=0),
-                          write_keyword_csv(d / "dev.csv", 16, seed=1), tokenizer=enc.tokenizer, max_length=24)
-    return enc, data
+    return tiny_keyword_task(tmp_path_factory.mktemp("cb-data"))
 
 
 @pytest.fixture
