@@ -193,6 +193,50 @@ def table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
+def add_shape_args(ap, dims: tuple[str, ...]) -> None:
+    """``--B N`` and ``--T/--d/--H/... LIST`` (comma lists) overriding a bench's shape table, plus
+    ``--dtypes float32,bfloat16``: a shorter matrix (e.g. within ``bench/gpu_check.py``'s budget)."""
+    g = ap.add_argument_group("shape overrides (default: the mode's table)")
+    g.add_argument("--B", type=int, default=None, help="batch size")
+    for dim in dims:
+        g.add_argument(f"--{dim}", default=None, help=f"comma list of {dim} values")
+    g.add_argument("--dtypes", default=None, help="comma list, e.g. float32,bfloat16")
+
+
+def apply_shape_args(cfg: dict, args, dims: tuple[str, ...]) -> dict:
+    """``cfg`` with the overrides of :func:`add_shape_args` applied (a copy)."""
+    cfg = dict(cfg)
+    if args.B is not None:
+        cfg["B"] = args.B
+    for dim in dims:
+        value = getattr(args, dim)
+        if value:
+            cfg[dim] = [int(v) for v in value.split(",")]
+    if args.dtypes:
+        bad = [d for d in args.dtypes.split(",") if not isinstance(getattr(torch, d, None), torch.dtype)]
+        if bad:
+            raise SystemExit(f"--dtypes: not torch dtypes: {bad}")
+        cfg["dtypes"] = args.dtypes.split(",")
+    return cfg
+
+
+def launch_calls(fn) -> int | None:
+    """Host-side launch calls (kernels, async copies/memsets, graph launches) that one ``fn()`` makes,
+    counted by the torch profiler; None on CPU or when the profiler does not report them."""
+    if not torch.cuda.is_available():
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    names = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch",
+             "cudaMemcpyAsync", "cudaMemsetAsync"}
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    n = sum(e.count for e in prof.key_averages() if e.key in names)
+    return n or None
+
+
 def add_data_args(ap) -> None:
     """``--train``/``--dev``/``--data-root``/``--demo``: the CoNLL-2003 files a bench reads."""
     g = ap.add_argument_group("data (CoNLL-2003 train/dev; no default outside the repository)")

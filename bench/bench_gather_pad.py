@@ -8,10 +8,13 @@ Each rep draws a different random batch from a ~130 MB store (bigger than the ca
 interleaved across methods, and the median is reported.
 
 CUDA (when a GPU is present): gather_pad at B=64, T=128, d=768 for bf16 and int8 stores,
-bandwidth (bytes read + written) against a measured device-to-device copy.
+bandwidth (bytes read + written) against a measured device-to-device copy, each without
+``max_len`` (one host sync per call to read Tmax) and with ``max_len`` (no sync: what
+``FeatureCache.gather`` passes), plus the same from a pinned host store.
 
     python bench/bench_gather_pad.py [--reps 400] [--threads N] [--json out.json]
     python bench/bench_gather_pad.py --smoke --json /tmp/gp.json   # seconds: small stores, 5 reps
+    python bench/bench_gather_pad.py --cuda-only --reps 100 --json gp.json   # the GPU part only
 
 ``--smoke`` runs every method on small stores (256 sequences, 5 reps; on a GPU 256-sequence
 stores, 5 reps) to check the plumbing; its numbers mean nothing. It writes its JSON to the temp
@@ -160,13 +163,37 @@ def cuda_bench(reps=200, B=64, T=128, d=768, n=8192):
         k = iter(range(10**9))
         in_bytes = B * T * d * values.element_size() + (B * T * 2 if scales is not None else 0)
         out_bytes = B * T * d * torch.tensor([], dtype=out_dt).element_size() + B * T
-        def fn(v=values, o=offsets, s=scales, out_dt=out_dt):
-            return ops.gather_pad(v, o, batches[next(k) % 32], s, out_dtype=out_dt)
+        def fn(v=values, o=offsets, s=scales, out_dt=out_dt, max_len=None):
+            return ops.gather_pad(v, o, batches[next(k) % 32], s, out_dtype=out_dt, max_len=max_len)
 
         res[f"gather_pad {name}_GBps"] = _cuda_time_bw(fn, in_bytes + out_bytes, reps=reps)
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        kept = fn(max_len=T)
+        torch.cuda.synchronize()  # peak extra memory of one call (its output included), MiB
+        res[f"gather_pad {name} peak_MiB"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 2)
+        del kept
+        # every sequence is T long here, so max_len=T is what a caller with host lengths passes
+        res[f"gather_pad {name} max_len_GBps"] = _cuda_time_bw(lambda fn=fn: fn(max_len=T), in_bytes + out_bytes,
+                                                               reps=reps)
+        if name in ("bf16", "int8"):  # a pinned host store read in place over PCIe/C2C (a slice: host RAM)
+            m = min(n, 1024)
+            pv = values[: m * T].cpu().pin_memory()
+            ps = scales[: m * T].cpu().pin_memory() if scales is not None else None
+            po = offsets[: m + 1].cpu().pin_memory()
+            pb = [torch.randint(0, m, (B,), device=dev) for _ in range(32)]
+
+            def pfn(max_len=None, pv=pv, po=po, ps=ps, out_dt=out_dt):
+                return ops.gather_pad(pv, po, pb[next(k) % 32], ps, out_dtype=out_dt, max_len=max_len)
+
+            res[f"gather_pad {name} pinned_GBps"] = _cuda_time_bw(pfn, in_bytes + out_bytes, reps=reps)
+            res[f"gather_pad {name} pinned max_len_GBps"] = _cuda_time_bw(lambda pfn=pfn: pfn(max_len=T),
+                                                                          in_bytes + out_bytes, reps=reps)
+            del pfn, pv, ps, po
         del fn, values, scales
         torch.cuda.empty_cache()
-    for key in [k for k in res if k.startswith("gather_pad")]:
+    for key in [k for k in res if k.startswith("gather_pad") and k.endswith("_GBps")]:
         res[key.replace("_GBps", "_vs_copy")] = round(res[key] / res["d2d_copy_GBps"], 3)
     return res
 
@@ -195,6 +222,7 @@ def main(argv=None):
                          "only meaningful with --threads 1)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--smoke", action="store_true", help="small stores and 5 reps: a plumbing check in seconds")
+    ap.add_argument("--cuda-only", action="store_true", help="skip the CPU part (and the bytes-per-token table)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.reps = min(args.reps, 5)
@@ -205,28 +233,29 @@ def main(argv=None):
     info = _ext.load()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, extension: "
           f"{info.info if info else 'unavailable (' + repr(_ext.load_error()) + ')'}")
-    med, tmax = cpu_bench(args.reps, clock, **(dict(n=256) if args.smoke else {}))
-    loop = med[LOOP]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nCPU gather+pad, B=64, mean length 40 (mean Tmax {tmax:.1f}), d=384, fp16 -> fp32, "
-          f"median of {args.reps} random batches, {args.clock} clock, load average {load:.1f} "
-          f"on {os.cpu_count()} cores")
-    print(f"{'method':46s} {'us':>9s} {'vs loop':>8s}")
-    for k, v in med.items():
-        print(f"{k:46s} {v:9.1f} {loop / v:7.2f}x")
-    bpt = bytes_per_token()
-    print("\nbytes per token at d=384 (values + per-token scale; disk incl. offsets, mean len 40)")
-    for k, v in bpt.items():
-        print(f"{k:6s} {v['bytes_per_token']:6d}  on disk {v['disk_bytes_per_token']:8.1f}")
-    ratio = bpt["int8"]["nbytes"] / bpt["fp32"]["nbytes"]
-    print(f"int8 / fp32 bytes: {ratio:.4f}")
-    out = {"threads": torch.get_num_threads(), "clock": args.clock, "load_average": load, "cpu_us": med, "mean_tmax": tmax, "bytes_per_token": bpt,
-           "int8_over_fp32": ratio}
+    out = {"threads": torch.get_num_threads(), "clock": args.clock}
+    if not args.cuda_only:
+        med, tmax = cpu_bench(args.reps, clock, **(dict(n=256) if args.smoke else {}))
+        loop = med[LOOP]
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"\nCPU gather+pad, B=64, mean length 40 (mean Tmax {tmax:.1f}), d=384, fp16 -> fp32, "
+              f"median of {args.reps} random batches, {args.clock} clock, load average {load:.1f} "
+              f"on {os.cpu_count()} cores")
+        print(f"{'method':46s} {'us':>9s} {'vs loop':>8s}")
+        for k, v in med.items():
+            print(f"{k:46s} {v:9.1f} {loop / v:7.2f}x")
+        bpt = bytes_per_token()
+        print("\nbytes per token at d=384 (values + per-token scale; disk incl. offsets, mean len 40)")
+        for k, v in bpt.items():
+            print(f"{k:6s} {v['bytes_per_token']:6d}  on disk {v['disk_bytes_per_token']:8.1f}")
+        ratio = bpt["int8"]["nbytes"] / bpt["fp32"]["nbytes"]
+        print(f"int8 / fp32 bytes: {ratio:.4f}")
+        out.update(load_average=load, cpu_us=med, mean_tmax=tmax, bytes_per_token=bpt, int8_over_fp32=ratio)
     if torch.cuda.is_available():
-        cu = cuda_bench(**(dict(reps=5, n=256) if args.smoke else {}))
+        cu = cuda_bench(**(dict(reps=5, n=256) if args.smoke else dict(reps=min(args.reps, 200))))
         print(f"\nCUDA ({torch.cuda.get_device_name()}), B=64, T=128, d=768:")
         for k, v in cu.items():
-            print(f"{k:32s} {v}")
+            print(f"{k:40s} {v}")
         out["cuda"] = cu
     else:
         print("\nCUDA: no GPU here; the GPU part (bandwidth vs device-to-device copy) was not measured")

@@ -1,14 +1,18 @@
 """Benchmark one highway-LSTM layer (fused Triton cell) against its baselines.
 
-Implementations: ``triton`` (stackft.kernels.highway_lstm, CUDA only), ``reference`` (the eager
+Implementations: ``triton`` (stackft.kernels.highway_lstm, CUDA only: the recurrence replayed
+from CUDA graphs), ``triton-loop`` (the same kernels launched step by step, ``graphs=False``: the
+launch-bound path the graphs replace), ``reference`` (the eager
 per-step loop of stackft.kernels.reference), ``compile`` (the same loop with a torch.compile'd
 step; compiling the whole T-step loop would unroll it) and ``nn.LSTM`` (cuDNN on GPU: a plain LSTM
 with the same H, the speed ceiling; it cannot express the highway gate, so it is not a numerical
 reference). Reports the median time of a training forward and of forward+backward, the memory
 autograd saves, the peak extra memory of forward+backward, and the largest forward difference
-from the reference.
+from the reference. On CUDA, ``launches`` counts the host-side launch calls (kernels, async copies,
+graph launches) of one forward+backward, through the profiler.
 
     python bench/bench_highway_lstm.py            # B=64, T in {32,64,128}, H in {384,768}, in=768
+    python bench/bench_highway_lstm.py --T 128 --H 384,768 --impls triton,triton-loop,reference,nn.LSTM
     python bench/bench_highway_lstm.py --quick    # tiny shapes: CPU plumbing only
     python bench/bench_highway_lstm.py --quick --impls reference,nn.LSTM --out /tmp/hw.json   # seconds
 
@@ -30,11 +34,12 @@ import torch.nn.functional as F  # noqa: E402
 
 import stackft.kernels as K  # noqa: E402
 from stackft.kernels import reference as R  # noqa: E402
+from stackft.kernels._backend import triton_available  # noqa: E402
 
 FULL = dict(B=64, T=[32, 64, 128], H=[384, 768], n_in=768, dtypes=["float32", "bfloat16"])
 QUICK = dict(B=4, T=[8], H=[32], n_in=32, dtypes=["float32", "bfloat16"])
 COLUMNS = ["impl", "dtype", "T", "H", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_low_ms", "saved_mib",
-           "peak_mib", "speedup_vs_ref", "ratio_vs_lstm", "max_err_vs_ref"]
+           "peak_mib", "launches", "speedup_vs_ref", "speedup_vs_loop", "ratio_vs_lstm", "max_err_vs_ref"]
 
 
 def _step(xg_t, h, c, W_h, b, active, mask):
@@ -67,6 +72,12 @@ def implementations(on_cuda: bool, n_in: int, H: int, dtype, dev) -> dict:
         out, (h, c) = K.highway_lstm(x, lengths, W_x, W_h, b, h0, c0, dropout_mask=mask, backend="triton")
         return out, h, c
 
+    def tri_loop(x, lengths, W_x, W_h, b, h0, c0, mask):
+        from stackft.kernels.ops import highway_lstm as HL
+
+        out, (h, c) = HL.highway_lstm(x, lengths, W_x, W_h, b, h0, c0, dropout_mask=mask, graphs=False)
+        return out, h, c
+
     lstm = torch.nn.LSTM(n_in, H, batch_first=True).to(dev, dtype)
 
     def cudnn(x, lengths, W_x, W_h, b, h0, c0, mask):
@@ -75,7 +86,7 @@ def implementations(on_cuda: bool, n_in: int, H: int, dtype, dev) -> dict:
 
     cudnn.params = list(lstm.parameters())  # its weights get gradients too, like W_x/W_h/b
     impls = {"reference": ref, "compile": compiled_layer, "nn.LSTM": cudnn}
-    return {"triton": tri, **impls} if on_cuda else impls
+    return {"triton": tri, "triton-loop": tri_loop, **impls} if on_cuda and triton_available() else impls
 
 
 def make_inputs(B, T, n_in, H, dtype, dev):
@@ -96,8 +107,9 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--impls", default=None, help="comma list; default: all available")
     ap.add_argument("--out", default=None,
                     help="JSON file to merge the rows into (default bench/results/<device>[-<mode>].json)")
+    U.add_shape_args(ap, ("T", "H"))
     args = ap.parse_args(argv)
-    cfg = QUICK if args.quick else FULL
+    cfg = U.apply_shape_args(QUICK if args.quick else FULL, args, ("T", "H"))
     dev = U.device()
     U.cpu_setup()
     rows = []
@@ -117,6 +129,7 @@ def main(argv=None) -> list[dict]:
                         if name != "nn.LSTM":  # a plain LSTM computes something else
                             row["max_err_vs_ref"] = U.max_err(fn, ref_fn, inputs)
                         U.measure(row, fn, inputs)
+                        row["launches"] = U.launch_calls(U.fwd_bwd(fn, inputs))
                     except Exception as exc:
                         row["error"] = f"{type(exc).__name__}: {str(exc)[:120]}"
                     group.append(row)
@@ -127,6 +140,8 @@ def main(argv=None) -> list[dict]:
                         continue
                     if "reference" in by:
                         row["speedup_vs_ref"] = by["reference"]["fwd_bwd_ms"] / row["fwd_bwd_ms"]
+                    if "triton-loop" in by:  # what the CUDA graphs buy over step-by-step launches
+                        row["speedup_vs_loop"] = by["triton-loop"]["fwd_bwd_ms"] / row["fwd_bwd_ms"]
                     if "nn.LSTM" in by:  # how many times slower than the cuDNN ceiling
                         row["ratio_vs_lstm"] = row["fwd_bwd_ms"] / by["nn.LSTM"]["fwd_bwd_ms"]
                 rows += group

@@ -11,6 +11,7 @@ from the reference (materializing attentive_max differs by design: element-wise 
     python bench/bench_mp_matching.py --quick --impls reference,materializing --out /tmp/mp.json   # seconds
 
     python bench/bench_mp_matching.py --saved-only   # B=64, T=64, d=768, l=20: memory only
+    python bench/bench_mp_matching.py --ops matching --T 64,128 --d 768   # a shorter matrix (--B, --dtypes too)
 
 On CPU the Triton kernels would run in the interpreter, whose timings mean nothing, so only
 reference / materializing / compile are timed there. ``--saved-only`` times nothing: it runs one
@@ -102,8 +103,9 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--impls", default=None, help="comma list; default: all available")
     ap.add_argument("--out", default=None,
                     help="JSON file to merge the rows into (default bench/results/<device>[-<mode>].json)")
+    U.add_shape_args(ap, ("T", "d"))
     args = ap.parse_args(argv)
-    cfg = SAVED if args.saved_only else QUICK if args.quick else FULL
+    cfg = U.apply_shape_args(SAVED if args.saved_only else QUICK if args.quick else FULL, args, ("T", "d"))
     dev = U.device()
     U.cpu_setup()
     impls = implementations(dev.type == "cuda", args.saved_only)

@@ -255,8 +255,11 @@ std::tuple<at::Tensor, at::Tensor> gather_pad_cpu(const at::Tensor& values_in,
                                                   const at::Tensor& offsets_in,
                                                   const at::Tensor& indices_in,
                                                   const std::optional<at::Tensor>& scales_in,
-                                                  at::ScalarType out_dtype) {
+                                                  at::ScalarType out_dtype,
+                                                  std::optional<int64_t> max_len) {
   check_gather_pad_args(values_in, offsets_in, indices_in, scales_in, out_dtype);
+  TORCH_CHECK_VALUE(!max_len.has_value() || *max_len >= 0, "gather_pad: max_len must be >= 0, got ",
+                    max_len.value_or(0));
   TORCH_CHECK(values_in.device().is_cpu() && offsets_in.device().is_cpu() &&
                   indices_in.device().is_cpu() &&
                   (!scales_in.has_value() || scales_in->device().is_cpu()),
@@ -287,10 +290,15 @@ std::tuple<at::Tensor, at::Tensor> gather_pad_cpu(const at::Tensor& values_in,
     TORCH_CHECK_VALUE(s >= 0 && s <= e && e <= n_tokens,
                       "gather_pad: offsets must be non-decreasing within [0, N_tokens=", n_tokens,
                       "]; sequence ", i, " spans [", s, ", ", e, ")");
+    if (max_len.has_value()) {
+      TORCH_CHECK_VALUE(e - s <= *max_len, "gather_pad: sequence ", i, " (position ", b,
+                        ") has length ", e - s, " > max_len=", *max_len);
+    }
     starts[b] = s;
     lens[b] = e - s;
     T = std::max(T, e - s);
   }
+  if (max_len.has_value()) T = *max_len;  // longer than needed: the extra rows are padding
 
   auto out = at::empty({B, T, d}, values.options().dtype(out_dtype));
   auto mask = at::empty({B, T}, values.options().dtype(at::kBool));
@@ -337,7 +345,7 @@ std::string build_info() {
 TORCH_LIBRARY(stackft_C, m) {
   m.def(
       "gather_pad(Tensor values, Tensor offsets, Tensor indices, Tensor? scales, "
-      "ScalarType out_dtype) -> (Tensor, Tensor)");
+      "ScalarType out_dtype, int? max_len=None) -> (Tensor, Tensor)");
   m.def("build_info() -> str", &stackft::build_info);
 }
 

@@ -4,14 +4,30 @@
 // host memory (read in place by the kernel through unified addressing: no full-store upload).
 // Only c10/cuda headers are used (not ATen/cuda/CUDAContext.h), so no cuBLAS/cuSPARSE headers
 // are needed to build this file.
+//
+// Host syncs. Without max_len the output's Tmax is data-dependent: the host reads the plan kernel's
+// stats (max length, error bits) once, through c10::cuda::memcpy_and_sync, so the call raises on bad
+// indices/offsets and torch.cuda.set_sync_debug_mode sees the sync. With max_len the output is
+// sized from it and the host reads nothing: no sync, and the call can run on a side stream or
+// inside a CUDA graph capture. The data checks then still run in the plan kernel but cannot raise;
+// the contract is the caller's (FeatureCache.gather computes max_len from host-side offsets):
+//   - every gathered length <= max_len; a longer one is truncated to max_len (kErrTooLong set);
+//   - indices in range and offsets valid; a bad row comes out as all padding (mask False).
+// Memory safety never depends on it (the kernels check bounds before reading). With the
+// environment variable STACKFT_GATHER_PAD_CHECK=1 a max_len call syncs and raises like one
+// without max_len (ValueError for a length over max_len): for debugging and the tests.
 #include "gather_pad.h"
 #include "gather_pad_kernels.cuh"
 
 #include <ATen/core/TensorBody.h>
 #include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <cstdlib>
+#include <cstring>
 
 namespace stackft {
 namespace {
@@ -26,6 +42,11 @@ void check_reachable(const at::Tensor& t, const at::Device& dev, const char* nam
   TORCH_CHECK(t.device() == dev || (t.device().is_cpu() && t.is_pinned()), "gather_pad: ", name,
               " must be on ", dev, " (the device of indices) or in pinned host memory, got ",
               t.device());
+}
+
+bool check_env() {
+  const char* v = std::getenv("STACKFT_GATHER_PAD_CHECK");
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
 template <typename in_t, typename out_t, bool kScaled>
@@ -62,8 +83,11 @@ std::tuple<at::Tensor, at::Tensor> gather_pad_cuda(const at::Tensor& values_in,
                                                    const at::Tensor& offsets_in,
                                                    const at::Tensor& indices_in,
                                                    const std::optional<at::Tensor>& scales_in,
-                                                   at::ScalarType out_dtype) {
+                                                   at::ScalarType out_dtype,
+                                                   std::optional<int64_t> max_len) {
   check_gather_pad_args(values_in, offsets_in, indices_in, scales_in, out_dtype);
+  TORCH_CHECK_VALUE(!max_len.has_value() || *max_len >= 0, "gather_pad: max_len must be >= 0, got ",
+                    max_len.value_or(0));
   TORCH_CHECK(indices_in.is_cuda(), "gather_pad (CUDA kernel): indices must be a CUDA tensor");
   const at::Device dev = indices_in.device();
   check_reachable(values_in, dev, "values");
@@ -85,7 +109,9 @@ std::tuple<at::Tensor, at::Tensor> gather_pad_cuda(const at::Tensor& values_in,
   const int64_t d = values.size(1);
   const auto long_opts = indices.options().dtype(at::kLong);
 
-  // plan: [starts (B) | lens (B) | stats (2)] in one allocation, one host read of stats.
+  // plan: [starts (B) | lens (B) | stats (2)] in one allocation; without max_len, one host read
+  // of stats (the only sync of the call).
+  const int64_t max_len_arg = max_len.has_value() ? *max_len : -1;
   at::Tensor plan = at::empty({2 * B + 2}, long_opts);
   int64_t* starts = plan.mutable_data_ptr<int64_t>();
   int64_t* lens = starts + B;
@@ -94,22 +120,26 @@ std::tuple<at::Tensor, at::Tensor> gather_pad_cuda(const at::Tensor& values_in,
   if (indices.scalar_type() == at::kLong) {
     STACKFT_CUDA_CHECK(cuda::launch_gather_pad_plan<int64_t>(
         offsets.const_data_ptr<int64_t>(), n_seqs, n_tokens, indices.const_data_ptr<int64_t>(), B,
-        starts, lens, stats, stream));
+        max_len_arg, starts, lens, stats, stream));
   } else {
     STACKFT_CUDA_CHECK(cuda::launch_gather_pad_plan<int32_t>(
         offsets.const_data_ptr<int64_t>(), n_seqs, n_tokens, indices.const_data_ptr<int32_t>(), B,
-        starts, lens, stats, stream));
+        max_len_arg, starts, lens, stats, stream));
   }
-  unsigned long long host_stats[2];
-  STACKFT_CUDA_CHECK(
-      cudaMemcpyAsync(host_stats, stats, sizeof(host_stats), cudaMemcpyDeviceToHost, stream));
-  STACKFT_CUDA_CHECK(cudaStreamSynchronize(stream));
-  TORCH_CHECK_INDEX(!(host_stats[1] & cuda::kErrIndex), "gather_pad: an index is out of range for ",
-                    n_seqs, " sequences");
-  TORCH_CHECK_VALUE(!(host_stats[1] & cuda::kErrOffsets),
-                    "gather_pad: offsets must be non-decreasing within [0, N_tokens=", n_tokens,
-                    "]");
-  const int64_t T = static_cast<int64_t>(host_stats[0]);
+  int64_t T = max_len_arg;
+  if (!max_len.has_value() || check_env()) {
+    unsigned long long host_stats[2];
+    c10::cuda::memcpy_and_sync(host_stats, stats, sizeof(host_stats), cudaMemcpyDeviceToHost,
+                               stream);
+    TORCH_CHECK_INDEX(!(host_stats[1] & cuda::kErrIndex),
+                      "gather_pad: an index is out of range for ", n_seqs, " sequences");
+    TORCH_CHECK_VALUE(!(host_stats[1] & cuda::kErrOffsets),
+                      "gather_pad: offsets must be non-decreasing within [0, N_tokens=", n_tokens,
+                      "]");
+    TORCH_CHECK_VALUE(!(host_stats[1] & cuda::kErrTooLong), "gather_pad: a gathered sequence has ",
+                      "length ", host_stats[0], " > max_len=", max_len_arg);
+    if (!max_len.has_value()) T = static_cast<int64_t>(host_stats[0]);
+  }
 
   auto out = at::empty({B, T, d}, indices.options().dtype(out_dtype));
   auto mask = at::empty({B, T}, indices.options().dtype(at::kBool));

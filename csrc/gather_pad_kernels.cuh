@@ -3,7 +3,9 @@
 // Two launches per call:
 //   gather_pad_plan_kernel  one thread per batch row: validates the index and its offsets, writes
 //                           start/length, and folds max length and an error code into `stats`
-//                           (the host reads stats once to size the output: Tmax is data-dependent).
+//                           (without max_len the host reads stats once to size the output: Tmax is
+//                           data-dependent; with max_len the host reads nothing, and a length over
+//                           max_len only sets kErrTooLong: the copy below truncates it to Tmax).
 //   gather_pad_kernel       grid (B, ceil(Tmax / kTokensPerBlock)), block (32, kWarps): each warp
 //                           row (threadIdx.y) owns tokens, lanes stride over the feature dim in
 //                           VEC-wide packs (16-byte loads of the source row when aligned), convert
@@ -28,6 +30,7 @@ constexpr int kTokensPerBlock = 16;  // tokens per block (two per warp)
 // stats[0]: max length over the batch; stats[1]: error bits (kErr*)
 constexpr unsigned long long kErrIndex = 1ull;
 constexpr unsigned long long kErrOffsets = 2ull;
+constexpr unsigned long long kErrTooLong = 4ull;  // a length > max_len (only when max_len >= 0)
 
 template <typename T>
 __device__ __forceinline__ float to_float(T x);
@@ -62,7 +65,7 @@ struct alignas(sizeof(T) * N) Pack {
 template <typename idx_t>
 __global__ void gather_pad_plan_kernel(const int64_t* __restrict__ offsets, int64_t n_seqs,
                                        int64_t n_tokens, const idx_t* __restrict__ indices,
-                                       int64_t B, int64_t* __restrict__ starts,
+                                       int64_t B, int64_t max_len, int64_t* __restrict__ starts,
                                        int64_t* __restrict__ lens,
                                        unsigned long long* __restrict__ stats) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -81,6 +84,7 @@ __global__ void gather_pad_plan_kernel(const int64_t* __restrict__ offsets, int6
   }
   starts[b] = s;
   lens[b] = e - s;
+  if (max_len >= 0 && e - s > max_len) atomicOr(&stats[1], kErrTooLong);
   atomicMax(&stats[0], static_cast<unsigned long long>(e - s));
 }
 
@@ -131,16 +135,17 @@ __global__ void __launch_bounds__(32 * kWarps)
 
 // Host-side launchers (plain CUDA runtime; return the launch error, if any).
 
+// max_len < 0: none given.
 template <typename idx_t>
 cudaError_t launch_gather_pad_plan(const int64_t* offsets, int64_t n_seqs, int64_t n_tokens,
-                                   const idx_t* indices, int64_t B, int64_t* starts,
-                                   int64_t* lens, unsigned long long* stats,
+                                   const idx_t* indices, int64_t B, int64_t max_len,
+                                   int64_t* starts, int64_t* lens, unsigned long long* stats,
                                    cudaStream_t stream) {
   if (B == 0) return cudaSuccess;
   const int threads = 128;
   const unsigned blocks = static_cast<unsigned>((B + threads - 1) / threads);
-  gather_pad_plan_kernel<idx_t>
-      <<<blocks, threads, 0, stream>>>(offsets, n_seqs, n_tokens, indices, B, starts, lens, stats);
+  gather_pad_plan_kernel<idx_t><<<blocks, threads, 0, stream>>>(offsets, n_seqs, n_tokens, indices,
+                                                                B, max_len, starts, lens, stats);
   return cudaGetLastError();
 }
 

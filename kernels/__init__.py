@@ -1,6 +1,7 @@
 """Triton kernels and their plain-PyTorch references (installed as ``stackft.kernels``).
 
-Public functions (each takes ``backend="auto" | "triton" | "torch"``, see ``_backend``):
+Public functions (each takes ``backend="auto" | "triton" | "torch"``, see ``_backend``;
+:func:`highway_lstm` also ``"cpp"``, the C++ CPU layer, which ``"auto"`` picks for CPU tensors):
 
 * :func:`multi_perspective_cosine` ``(v1 [...,d], v2 [...,d], weight [l,d]) -> [..., l]``
 * :func:`maxpool_match` ``(p [B,T1,d], q [B,T2,d], weight, p_mask, q_mask) -> ([B,T1,l], [B,T2,l])``
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from stackft.kernels import reference
 from stackft.kernels._backend import resolve, triton_available
+from stackft.kernels.ops import highway_lstm_cpp as _highway_lstm_cpp
 from stackft.kernels.reference import ATT_EPS, NORM_EPS
 
 # The Triton implementations live in stackft.kernels.ops.<op>, so no module shadows a public
@@ -68,7 +70,14 @@ def highway_lstm_cell(x_gates, h_gates, c_prev, backend="auto"):
 
 def highway_lstm(x, lengths, W_x, W_h, b, h0=None, c0=None, reverse=False, dropout_mask=None,
                  backend="auto"):
-    """One highway-LSTM layer -> ``(out [B,T,H], (h_n [B,H], c_n [B,H]))``."""
-    if resolve(backend, "highway_lstm", x, W_x, W_h, b, h0, c0, dropout_mask) == "triton":
+    """One highway-LSTM layer -> ``(out [B,T,H], (h_n [B,H], c_n [B,H]))``.
+
+    ``backend="auto"``: Triton on CUDA, the C++ layer (:mod:`stackft.kernels.ops.highway_lstm_cpp`)
+    on CPU when the extension builds, else the reference; ``"cpp"`` asks for the C++ layer.
+    """
+    impl = resolve(backend, "highway_lstm", x, W_x, W_h, b, h0, c0, dropout_mask)
+    if impl == "triton":
         return _highway_lstm.highway_lstm(x, lengths, W_x, W_h, b, h0, c0, reverse, dropout_mask)
+    if impl == "cpp":
+        return _highway_lstm_cpp.highway_lstm(x, lengths, W_x, W_h, b, h0, c0, reverse, dropout_mask)
     return reference.highway_lstm(x, lengths, W_x, W_h, b, h0, c0, reverse, dropout_mask)

@@ -72,8 +72,11 @@ def multi_perspective_cosine(v1: torch.Tensor, v2: torch.Tensor, weight: torch.T
 
 def _pairwise_mp_cosine(p: torch.Tensor, q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``p [B,T1,d], q [B,T2,d] -> [B, l, T1, T2]`` multi-perspective cosines (materialised)."""
+    B, T1, _ = p.shape
+    l, T2 = weight.shape[0], q.shape[1]
     w2 = weight.square()  # [l, d]
-    num = (p.unsqueeze(1) * w2[None, :, None, :]) @ q.unsqueeze(1).transpose(-1, -2)
+    # one [B, l·T1, d] x [B, d, T2] bmm: broadcasting q over l would copy it l times (fwd and bwd)
+    num = ((p.unsqueeze(1) * w2[None, :, None, :]).flatten(1, 2) @ q.transpose(1, 2)).view(B, l, T1, T2)
     np_ = _clamped_norm(p.square() @ w2.t()).transpose(1, 2)  # [B, l, T1]
     nq = _clamped_norm(q.square() @ w2.t()).transpose(1, 2)  # [B, l, T2]
     return num / (np_.unsqueeze(-1) * nq.unsqueeze(-2))

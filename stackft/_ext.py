@@ -12,8 +12,16 @@ CUDA sources are compiled only when torch itself has CUDA (``torch.version.cuda`
 toolkit is found (``CUDA_HOME``). When no compiler works, ``load()`` warns once and returns None
 and callers use the pure-PyTorch fallback; importing this module never builds anything.
 
+Concurrent builds. A build holds an OS lock (``fcntl.flock`` on ``<build dir>/stackft.lock``)
+that the kernel releases when its holder dies, even by SIGKILL. Whoever takes it next removes the
+lock file torch's own builder polls (``<build dir>/lock``, left behind by a killed build, which
+would otherwise make every later build wait forever). A process that finds the lock held says so
+on stderr once and waits at most ``$STACKFT_EXT_LOCK_TIMEOUT`` seconds (default 600); then the
+build fails with a message naming the lock and its holder (``load()`` warns and falls back).
+
 Environment: ``STACKFT_NO_EXT=1`` forces the fallback, ``STACKFT_EXT_VERBOSE=1`` shows the build
-log, ``STACKFT_EXT_DIR`` moves the cache, ``STACKFT_EXT_NO_CUDA=1`` builds the CPU kernels only.
+log, ``STACKFT_EXT_DIR`` moves the cache, ``STACKFT_EXT_NO_CUDA=1`` builds the CPU kernels only,
+``STACKFT_EXT_LOCK_TIMEOUT`` bounds the wait for another process's build.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ import logging
 import os
 import sys
 import threading
+import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +46,8 @@ SRC_DIR = Path(__file__).resolve().parent.parent / "csrc"
 _SUFFIXES = (".cpp", ".cu", ".h", ".cuh")
 
 _lock = threading.Lock()
+LOCK_FILE = "stackft.lock"  # ours (an flock); torch's cpp_extension polls for a file named "lock"
+TORCH_BATON = "lock"
 _state: dict = {"loaded": None, "error": None, "warned": False}
 
 
@@ -103,6 +115,73 @@ def build_key(with_cuda: bool) -> str:
     return f"torch{torch.__version__}-{py}-{flavour}-{h.hexdigest()[:16]}".replace("+", "_")
 
 
+def lock_timeout() -> float:
+    """Seconds to wait for another process's build (``$STACKFT_EXT_LOCK_TIMEOUT``, default 600)."""
+    try:
+        return float(os.environ.get("STACKFT_EXT_LOCK_TIMEOUT", "600"))
+    except ValueError:
+        return 600.0
+
+
+@contextmanager
+def build_lock(build_dir, timeout: float | None = None):
+    """Hold the build folder's OS lock (released by the kernel if this process dies); see the module docstring.
+
+    Waits at most ``timeout`` seconds (default :func:`lock_timeout`) for another holder, then raises
+    TimeoutError naming the lock file and the holder's pid. Once held, a torch lock file left in the
+    folder by a killed build is removed.
+    """
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): torch's own lock file only
+        yield
+        return
+    timeout = lock_timeout() if timeout is None else timeout
+    path = build_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        start, told = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _lock_holder(path)
+                if time.monotonic() - start >= timeout:
+                    raise TimeoutError(
+                        f"waited {timeout:.0f}s for the C++ extension build lock {path} (held by {holder}); "
+                        f"if no build is running, delete the lock file; set STACKFT_EXT_LOCK_TIMEOUT to wait "
+                        f"longer, or STACKFT_NO_EXT=1 to use the PyTorch fallback") from None
+                if not told:
+                    told = True
+                    print(f"stackft: waiting for another process building the C++ extension in {build_dir} "
+                          f"({holder}; at most {timeout:.0f}s)", file=sys.stderr, flush=True)
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        baton = build_dir / TORCH_BATON
+        if baton.exists():  # every builder holds our lock first: this one's holder is gone
+            log.warning("stackft: removing %s, left by a build that was killed", baton)
+            baton.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        pid = ""
+    return f"pid {pid}" if pid.isdigit() else "another process"
+
+
+def _build_info() -> str:
+    return torch.ops.stackft_C.build_info()
+
+
 def _compile(verbose: bool) -> BuildInfo:
     from torch.utils import cpp_extension
 
@@ -111,18 +190,19 @@ def _compile(verbose: bool) -> BuildInfo:
     build_dir = build_root() / build_key(with_cuda)
     build_dir.mkdir(parents=True, exist_ok=True)
     cflags = ["-O3"] + (["-DSTACKFT_WITH_CUDA"] if with_cuda else [])
-    path = cpp_extension.load(
-        name=NAME,
-        sources=srcs,
-        extra_cflags=cflags,
-        extra_cuda_cflags=["-O3", "-lineinfo", "-DSTACKFT_WITH_CUDA"],
-        extra_include_paths=[str(_src_dir())],
-        build_directory=str(build_dir),
-        with_cuda=with_cuda,
-        is_python_module=False,
-        verbose=verbose,
-    )
-    return BuildInfo(str(path), str(build_dir), with_cuda, torch.ops.stackft_C.build_info())
+    with build_lock(build_dir):
+        path = cpp_extension.load(
+            name=NAME,
+            sources=srcs,
+            extra_cflags=cflags,
+            extra_cuda_cflags=["-O3", "-lineinfo", "-DSTACKFT_WITH_CUDA"],
+            extra_include_paths=[str(_src_dir())],
+            build_directory=str(build_dir),
+            with_cuda=with_cuda,
+            is_python_module=False,
+            verbose=verbose,
+        )
+    return BuildInfo(str(path), str(build_dir), with_cuda, _build_info())
 
 
 def load(verbose: bool | None = None) -> BuildInfo | None:
@@ -152,6 +232,11 @@ def load(verbose: bool | None = None) -> BuildInfo | None:
                         RuntimeWarning,
                         stacklevel=3,
                     )
+    return _state["loaded"]
+
+
+def loaded() -> BuildInfo | None:
+    """The library if this process has already loaded it; never builds (safe while tracing)."""
     return _state["loaded"]
 
 

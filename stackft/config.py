@@ -35,6 +35,12 @@ CACHE_DTYPES = ("fp32", "fp16", "bf16", "int8")  # cache.format.DTYPES
 CACHE_PLACEMENTS = ("auto", "device", "pinned", "mmap")  # cache.source.PLACEMENTS
 PRECISIONS = ("auto", "fp32", "bf16")  # training.trainer.resolve_precision
 HANDOFFS = ("rule", "search")  # studies.handoff
+#: what TrainConfig.validate accepts without importing the modules that own them (tests keep them in step)
+TASK_NAMES = ("ner", "classification", "pairs")  # tasks.TASKS
+TASK_ALIASES = ("cls", "conll", "pair", "qqp", "similarity", "tagging", "text", "yahoo")  # tasks.ALIASES
+HEAD_NAMES = ("fc", "linear", "bilstm", "highway-lstm", "densenet", "bimpm", "bimpm-noctx",
+              "sim-transformer")  # modeling.heads.HEADS
+REPORT_TO = ("none", "tensorboard")  # training.tensorboard.REPORT_TO
 
 
 def _field(default=MISSING, *, group: str, help: str, choices: tuple | None = None, default_factory=MISSING):
@@ -131,7 +137,7 @@ class TrainConfig:
         0.02, group=_PHASES, help="gap rule: phase 1 stops once the train score exceeds the dev score by more")
     gap_z: float = _field(
         2.5, group=_PHASES, help="gap_se rule: a train - dev gap is real above this many standard errors of the "
-                                 "difference (2.5: about 6%% false stops over 10 evaluations of pure noise)")
+                                 "difference (2.5: about 6% false stops over 10 evaluations of pure noise)")
     handoff: str = _field(
         "rule", group=_PHASES, choices=HANDOFFS,
         help="two-phase strategies with a frozen phase 1: rule (phase 2 starts where the stop rule chose) or "
@@ -193,6 +199,10 @@ class TrainConfig:
     output_dir: str = _field("runs/stackft", group=_RUN, help="run folder (checkpoints, metrics.jsonl, summary.json)")
     save_every: int = _field(
         0, group=_RUN, help="also checkpoint every N optimizer steps (0: at evaluations only)")
+    save_total_limit: int | None = _field(
+        None, group=_RUN,
+        help="most checkpoint folders a run keeps: best/ and last/ always, then the newest {phase}_end/ and "
+             "finished phases' {phase}_chosen/ (default: keep all)")
     max_steps_this_run: int | None = _field(
         None, group=_RUN,
         help="checkpoint and exit after this many steps; --resume continues (default: no limit)")
@@ -200,12 +210,20 @@ class TrainConfig:
         None, group=_RUN,
         help="checkpoint and exit once phase N (0-based) has ended; --resume continues (default: run all phases)")
     progress: bool = _field(True, group=_RUN, help="show progress bars and evaluation lines")
+    report_to: str = _field(
+        "none", group=_RUN, choices=REPORT_TO,
+        help="also log to: tensorboard (event files in the run folder, beside metrics.jsonl: loss, per-group "
+             "learning rates, dev and train-probe scores, phase boundaries; needs pip install tensorboard) or none")
 
     # How a run is carried out rather than what it trains: these may change when a run is resumed.
     RESUMABLE_CHANGES = frozenset({
         "progress", "max_steps_this_run", "stop_after_phase", "save_every", "output_dir", "device",
-        "cache", "cache_placement", "cache_prefetch", "eval_batch_size", "grad_accum",
+        "cache", "cache_placement", "cache_prefetch", "eval_batch_size", "grad_accum", "report_to",
+        "save_total_limit",
     })
+    # Learning rates may also change when resuming a run that stopped on a non-finite loss (run.json
+    # notes it): the resumed optimizer and schedule continue at the new rates.
+    RESUMABLE_AFTER_NONFINITE = frozenset({"phase1_lr", "phase2_lr", "phase2_head_lr", "pet_lr"})
 
     def changed_for_resume(self, saved: dict) -> list[str]:
         """Fields of ``saved`` (a run's config.json) that differ from this config and decide what is trained."""
@@ -232,3 +250,122 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def validate(self) -> "TrainConfig":
+        """Check every field's value on its own (no files, no encoder, nothing imported); returns self.
+
+        Raises :class:`ConfigError` (a ValueError naming the field, the value and what would work,
+        with the nearest valid choice for a typo) at the first bad value. ``Trainer`` calls it
+        first thing and the command line before anything is loaded, so a typo costs no model load.
+        """
+        for f in fields(self):
+            _check_field(f, getattr(self, f.name))
+        return self
+
+
+class ConfigError(ValueError):
+    """A TrainConfig value that cannot work: ``field``, ``value`` and the ``problem`` (with the fix)."""
+
+    def __init__(self, field_name: str, value, problem: str):
+        self.field, self.value, self.problem = field_name, value, problem
+        super().__init__(f"{field_name}={value!r}: {problem}")
+
+    @property
+    def option(self) -> str:
+        """The command-line flag of the field (``--batch-size``)."""
+        return "--" + self.field.replace("_", "-")
+
+    def cli_message(self) -> str:
+        """The problem as the command line spells it: ``--batch-size 0: must be at least 1``."""
+        value = json.dumps(self.value) if isinstance(self.value, dict) else (
+            ",".join(map(str, self.value)) if isinstance(self.value, (tuple, list)) else self.value)
+        return f"{self.option} {value}: {self.problem}"
+
+
+def suggest(value, options) -> str:
+    """``"did you mean 'x'? "`` for the option nearest to ``value`` (difflib), else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value).lower(), [str(o) for o in options], n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def not_one_of(value, options, what: str = "value") -> str:
+    """The problem text of a value outside ``options``: a suggestion, then the whole list."""
+    return f"not a known {what}; {suggest(value, options)}choose from {', '.join(map(str, options))}"
+
+
+# lower bounds of the integer fields (None is allowed where the annotation has it)
+_INT_AT_LEAST = {
+    "batch_size": 1, "eval_batch_size": 1, "grad_accum": 1, "evals_per_epoch": 1, "patience": 1,
+    "handoff_candidates": 1, "max_line_chars": 1, "max_length": 3, "phase1_epochs": 0, "phase2_epochs": 0,
+    "stack_epochs": 0, "save_every": 0, "max_train": 1, "max_dev": 1, "max_tokens": 1, "max_steps_this_run": 0,
+    "stop_after_phase": 0, "cache_prefetch": 0,
+    "save_total_limit": 2,  # best/ and last/ always count
+}
+# float fields: (lowest, highest, lowest included, highest included)
+_FLOAT_RANGE = {
+    "phase1_lr": (0, None, True, True), "phase2_lr": (0, None, True, True), "phase2_head_lr": (0, None, True, True),
+    "pet_lr": (0, None, True, True), "weight_decay": (0, None, True, True), "clip": (0, None, True, True),
+    "gap_tol": (0, None, True, True), "gap_z": (0, None, False, True), "layer_decay": (0, None, False, True),
+    "dropout": (0, 1, True, False), "warmup": (0, 1, True, True), "handoff_probe": (0, 1, False, True),
+}
+_WHAT = {"strategy": "strategy", "stop_mode": "stop mode", "optimizer": "optimizer", "schedule": "schedule",
+         "cache_dtype": "cache dtype", "cache_placement": "cache placement", "on_error": "on-error mode",
+         "clip_mode": "clip mode", "precision": "precision", "pet": "PET method", "pair_mode": "pair mode",
+         "handoff": "handoff"}
+_DEVICE_RE = r"auto|cpu|mps|(cuda|xpu)(:\d+)?"
+
+
+def _range_text(lo, hi, lo_in, hi_in) -> str:
+    if hi is None:
+        return f"must be {'at least' if lo_in else 'above'} {lo}"
+    return f"must be in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+
+
+def _check_field(f, value) -> None:
+    import math
+    import re
+
+    name = f.name
+    choices = f.metadata.get("choices")
+    if value is None:
+        if f.default is None:
+            return
+        raise ConfigError(name, value, "must be set")
+    if choices is not None:
+        if value not in choices:
+            raise ConfigError(name, value, not_one_of(value, choices, _WHAT.get(name, "value")))
+        return
+    if name == "task":
+        if value not in TASK_NAMES + TASK_ALIASES:
+            raise ConfigError(name, value, not_one_of(value, TASK_NAMES + TASK_ALIASES, "task"))
+    elif name == "head":
+        if str(value).strip().lower().replace("_", "-") not in HEAD_NAMES:
+            raise ConfigError(name, value, not_one_of(value, HEAD_NAMES, "head"))
+    elif name == "head_options":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(name, value, "must be a JSON object of head options, e.g. '{\"lstm_hidden\": 128}'")
+    elif name == "layers":
+        if not value or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+            raise ConfigError(name, value, "must be one or more hidden-state indices, e.g. -1 or -4,-3,-2,-1")
+    elif name == "device":
+        if not isinstance(value, str) or not re.fullmatch(_DEVICE_RE, value):
+            raise ConfigError(name, value, "must be auto, cpu, cuda or cuda:N")
+    elif name == "dev_size":
+        ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or (
+            isinstance(value, float) and 0 < value < 1)
+        if not ok:
+            raise ConfigError(name, value, "must be a count of examples (1000) or a fraction in (0, 1) (0.1)")
+    elif name in _INT_AT_LEAST:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(name, value, "must be an integer")
+        if value < _INT_AT_LEAST[name]:
+            why = " (best/ and last/ are always kept)" if name == "save_total_limit" else ""
+            raise ConfigError(name, value, f"must be at least {_INT_AT_LEAST[name]}{why}")
+    elif name in _FLOAT_RANGE:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(name, value, "must be a finite number")
+        lo, hi, lo_in, hi_in = _FLOAT_RANGE[name]
+        if value < lo or (value == lo and not lo_in) or (hi is not None and (value > hi or (value == hi and not hi_in))):
+            raise ConfigError(name, value, _range_text(lo, hi, lo_in, hi_in))

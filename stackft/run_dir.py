@@ -3,16 +3,21 @@
 A run folder (``TrainConfig.output_dir``) holds::
 
     config.json          the TrainConfig the run was started with (a valid TrainConfig.from_dict)
+    run.json             the run's identity: run id (also in every checkpoint's meta), start time, and
+                         notes a resume reads (a non-finite loss, learning rates changed on resume)
     metrics.jsonl        one JSON object per evaluation (phase, step, loss, dev, train, time)
     summary.json         written once the run finished (best score, phase times, seeds, ...)
-    encoder/             the encoder's config and tokenizer (no weights), so checkpoints load alone
+    encoder/             the encoder's config and tokenizer, so checkpoints load alone (and its
+                         pretrained weights, model.safetensors, only when frozen phases' checkpoints
+                         refer to them and cannot re-load them from TrainConfig.encoder)
     best/                checkpoint: the best dev evaluation of the final phase
     last/                checkpoint + state.pt: everything needed to resume
     {phase}_chosen/      checkpoint: the stop rule's current choice while a phase runs
     {phase}_end/         checkpoint: the model the next phase starts from (two-phase strategies)
 
 and a checkpoint folder holds ``model.safetensors`` (weights), ``meta.json`` (config, labels,
-task, metrics, position) and, for ``last/``, ``state.pt`` (optimizer, schedule, stop rule, RNG).
+task, metrics, position, run id, data fingerprint, the size and sha256 of every other file) and,
+for ``last/``, ``state.pt`` (optimizer, schedule, stop rule, RNG).
 
 Everything that reads or writes these names goes through :class:`RunDir` and the ``*_FILE``
 constants below; nothing else spells them.
@@ -25,6 +30,7 @@ import os
 from pathlib import Path
 
 CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 ENCODER_DIR = "encoder"
@@ -72,6 +78,10 @@ class RunDir:
         return self.root / CONFIG_FILE
 
     @property
+    def run_info(self) -> Path:
+        return self.root / RUN_FILE
+
+    @property
     def metrics(self) -> Path:
         return self.root / METRICS_FILE
 
@@ -100,6 +110,17 @@ class RunDir:
     # -- readers ----------------------------------------------------------------------------
     def read_config(self) -> dict | None:
         return read_json(self.config)
+
+    def read_run_info(self) -> dict | None:
+        """``run.json`` (run id, start time, resume notes), or None (no run started here by this version)."""
+        try:
+            info = read_json(self.run_info)
+        except ValueError:
+            return None
+        return info if isinstance(info, dict) else None
+
+    def write_run_info(self, info: dict) -> None:
+        write_json(self.run_info, info)
 
     def read_summary(self) -> dict | None:
         return read_json(self.summary)

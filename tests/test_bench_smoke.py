@@ -118,6 +118,25 @@ def test_kernel_bench_quick(tmp_path, script, section, impls, extra):
         assert {"fwd_ms", "fwd_bwd_ms", "saved_mib"} <= set(r)
 
 
+def test_heads_smoke(tmp_path):
+    """bench_heads.py --smoke: tiny random encoder and shapes; the JSON has every row and ratio."""
+    out = tmp_path / "heads.json"
+    _run([str(BENCH / "bench_heads.py"), "--smoke", "--threads", "1", "--heads", "highway-lstm",
+          "--out", str(out)], tmp_path)
+    res = _json(out)
+    assert {"device", "torch", "shape", "encoder", "extension", "command", "results"} <= set(res) and res["smoke"]
+    block = res["results"]["threads=1"]
+    assert {"threads", "load_average_before", "load_average_after", "rows", "ratios"} <= set(block)
+    rows = {r["name"]: r for r in block["rows"]}
+    assert {"encoder", "encoder fwd (no grad)", "fc", "highway-lstm", "highway-lstm [torch]", "nn.LSTM 2x bi 16",
+            "highway layer bi", "nn.LSTM 1x bi 16"} <= set(rows)
+    for r in rows.values():
+        assert r["ms"] > 0 and r["params"] > 0 and {"cpu_ms", "us_per_token", "vs_encoder", "gflop_fwd_bwd"} <= set(r)
+    assert rows["highway-lstm"]["gflop_fwd_bwd"] > 0 and rows["nn.LSTM 2x bi 16"]["gflop_fwd_bwd"] > 0
+    assert {"dx_ms", "phase2_step_est"} <= set(rows["highway-lstm"])
+    assert "highway layer bi / nn.LSTM 1x bi" in block["ratios"]
+
+
 def test_reproduce_dry_run(tmp_path):
     r = _run([str(BENCH / "reproduce.py"), "--data-root", str(tmp_path / "nowhere"), "--dry-run",
               "--out", str(tmp_path / "runs"), "--seeds", "0,1"], tmp_path, timeout=120)

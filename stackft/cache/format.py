@@ -15,9 +15,13 @@ a small index), all little-endian::
 Sequence order follows docs/design.md (single tasks: sequence i = example i; siamese pairs:
 2i = side a, 2i+1 = side b). ``values``/``scales`` are memory-mapped (copy-on-write, paged in
 lazily); sizes and offsets are validated on every open, checksums on ``verify()``. Writes go to
-a temporary directory next to the target (``.NAME.tmp-PID-*``) that replaces it only when
-complete, so an interrupted build never leaves something that opens as valid (a killed process
-can leave such a temp dir behind: it is safe to delete).
+a temporary directory next to the target (``.NAME.tmp-PID@HOST-*``, :mod:`stackft._fs`) that
+replaces it only when complete, so an interrupted build never leaves something that opens as
+valid. A killed process can leave such a temp dir behind: the next build in the same folder
+removes those of dead processes. Before writing, a build checks that the cache fits in the free
+space and reserves its files' blocks (``posix_fallocate``), so a full disk is a one-line
+:class:`CacheWriteError` (an ``OSError``) with nothing left behind, not a ``SIGBUS`` in a
+memory-mapped write.
 
 int8 storage: symmetric per-token absmax. For a token row x with a = max_j |x_j|, s = a/127,
 the stored scale s_h is float16(s) rounded *upward* (s_h >= s) and q_j = round(x_j / s_h),
@@ -48,7 +52,6 @@ import logging
 import os
 import platform
 import shutil
-import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -56,6 +59,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stackft import _fs
 from stackft.cache.ops import gather_pad
 from stackft.cache.quantize import dequantize_int8, quantize_int8
 
@@ -83,6 +87,13 @@ class CacheError(RuntimeError):
 
 class StaleCacheError(CacheError):
     """A valid cache built for something else (encoder, data, layers, dtype...)."""
+
+
+class CacheWriteError(OSError):
+    """A cache could not be written (no space, a file-size limit, permissions): nothing was left behind."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
 
 
 def _to_storage(x: Tensor, dtype: str) -> tuple[Tensor, Tensor | None]:
@@ -144,7 +155,7 @@ def _replace_dir(tmp: Path, path: Path) -> None:
     """Move the finished ``tmp`` to ``path``; an old cache there is swapped out, then removed."""
     old = None
     if path.exists() or path.is_symlink():
-        old = path.parent / f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        old = path.parent / _fs.temp_name(path.name, "old")
         os.replace(path, old)
     os.replace(tmp, path)
     if old is not None:
@@ -173,23 +184,42 @@ class _Writer:
     def __init__(self, path: str | os.PathLike, dtype: str, dim: int, lengths: Sequence[int]):
         self.path = Path(path)
         self.dtype, self.dim = dtype, int(dim)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir()
+        self.values = self.scales = None
         self.offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(np.asarray(lengths, dtype=np.int64), out=self.offsets[1:])
         self.total = int(self.offsets[-1])
-        self.offsets.tofile(self.tmp / OFFSETS)
-        np_dtype = DTYPES[dtype][1]
-        self.values = self._alloc(VALUES, np_dtype, (self.total, self.dim))
-        self.scales = self._alloc(SCALES, np.float16, (self.total,)) if dtype == "int8" else None
+        itemsize = DTYPES[dtype][2]
+        needed = self.offsets.nbytes + self.total * self.dim * itemsize + (2 * self.total if dtype == "int8" else 0)
+        self.tmp = self.path.parent / _fs.temp_name(self.path.name)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for p in _fs.clean_stale(self.path.parent):
+                log.info("feature cache: removed %s, left by a killed build", p)
+            _fs.check_free_space(self.path.parent, needed, f"the feature cache {self.path.name}")  # before any write
+            self.tmp.mkdir()
+            self.offsets.tofile(self.tmp / OFFSETS)
+            np_dtype = DTYPES[dtype][1]
+            self.values = self._alloc(VALUES, np_dtype, (self.total, self.dim))
+            self.scales = self._alloc(SCALES, np.float16, (self.total,)) if dtype == "int8" else None
+        except OSError as e:
+            self.abort()
+            raise self.error(e) from None
+
+    def error(self, e: OSError) -> CacheWriteError:
+        """The one-line error of a failed write (a full disk ...), naming the cache."""
+        if isinstance(e, (_fs.DiskSpaceError, CacheWriteError)):
+            return CacheWriteError(str(e))
+        return CacheWriteError(f"cannot write the feature cache {self.path}: {_fs.describe_os_error(e)}"
+                               f"{f' ({e.filename})' if e.filename else ''}")
 
     def _alloc(self, name: str, np_dtype, shape):
         f = self.tmp / name
-        if int(np.prod(shape)) == 0:
+        nbytes = int(np.prod(shape)) * np.dtype(np_dtype).itemsize
+        if nbytes == 0:
             f.touch()
             return np.zeros(shape, dtype=np_dtype)
-        return np.memmap(f, dtype=np_dtype, mode="w+", shape=shape)
+        _fs.preallocate(f, nbytes)  # blocks reserved now: a full disk fails here, not as SIGBUS in a page write
+        return np.memmap(f, dtype=np_dtype, mode="r+", shape=shape)
 
     def put(self, i: int, feats: Tensor) -> None:
         """Store sequence ``i`` (``feats [L_i, dim]`` float, any device)."""
@@ -205,6 +235,12 @@ class _Writer:
             self.scales[a:b] = _raw(s)
 
     def commit(self, *, fingerprint: str, extra: dict | None = None) -> Path:
+        try:
+            return self._commit(fingerprint=fingerprint, extra=extra)
+        except OSError as e:
+            raise self.error(e) from None
+
+    def _commit(self, *, fingerprint: str, extra: dict | None = None) -> Path:
         for arr in (self.values, self.scales):
             if isinstance(arr, np.memmap):
                 arr.flush()
@@ -365,6 +401,8 @@ class FeatureCache:
                         else:
                             kept[i] = feats
                     bar.update(len(batch))
+                    if writer is not None:
+                        _fs.fault_point("cache.build")  # tests: a kill in the middle of a build
             if writer is None:
                 d = next(k for k in kept if k is not None).shape[-1]
                 seq_feats = [k if k is not None else torch.empty(0, d) for k in kept]
@@ -528,22 +566,51 @@ class FeatureCache:
         pinned) gathering onto a GPU: pinned -> the CUDA kernel reads it in place; memory-mapped
         -> the batch's rows are gathered on the host in the storage dtype (no padding), copied,
         and padded/dequantised on the GPU.
+
+        A CUDA gather is given ``max_len`` (the batch's longest length, read from host-side
+        lengths: the offsets themselves for a host store, else a host copy of the lengths made
+        on the first gather) whenever ``indices`` are on the host, so the kernel never syncs;
+        the indices are then range-checked here (IndexError), as the kernel cannot raise.
         """
         idx = torch.as_tensor(indices, dtype=torch.int64)
         dev = self.values.device if device is None else torch.device(device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         here = self.values.device
+
+        def host_max_len():
+            # None unless a CUDA kernel will run and the lengths can be read without a sync
+            if (dev.type != "cuda" and here.type != "cuda") or idx.device.type != "cpu":
+                return None
+            lens = self.__dict__.get("_host_lengths")
+            if lens is None:  # one device->host copy per cache (a GPU store), none for a host one
+                off = self.offsets.cpu()
+                lens = self.__dict__["_host_lengths"] = off[1:] - off[:-1]
+            if idx.numel() == 0:
+                return 0
+            if int(idx.min()) < 0 or int(idx.max()) >= lens.numel():
+                bad = idx[(idx < 0) | (idx >= lens.numel())][0].item()
+                raise IndexError(f"gather_pad: index {bad} is out of range for {lens.numel()} sequences")
+            return int(lens[idx].max())
+
+        # host -> GPU copies are non_blocking: a pageable source is staged by the driver before the
+        # call returns (safe to free), and no stream sync is made
         if dev == here or (dev.type == "cuda" and here.type == "cpu" and self.values.is_pinned()):
-            return gather_pad(self.values, self.offsets, idx.to(dev), self.scales, out_dtype)
+            max_len = host_max_len()
+            return gather_pad(self.values, self.offsets, idx.to(dev, non_blocking=True), self.scales, out_dtype,
+                              max_len)
         if here.type != "cpu":
-            p, m = gather_pad(self.values, self.offsets, idx.to(here), self.scales, out_dtype)
+            max_len = host_max_len()
+            p, m = gather_pad(self.values, self.offsets, idx.to(here, non_blocking=True), self.scales, out_dtype,
+                              max_len)
             return p.to(dev), m.to(dev)
         # host store -> other device: ship only the batch's real rows, in the storage dtype
         vals, sub_off, sc = self.compact(idx)
         vals = vals.to(dev, non_blocking=True)
         sc = sc.to(dev, non_blocking=True) if sc is not None else None
-        return gather_pad(vals, sub_off.to(dev), torch.arange(idx.numel(), device=dev), sc, out_dtype)
+        max_len = (int((sub_off[1:] - sub_off[:-1]).max()) if idx.numel() else 0) if dev.type == "cuda" else None
+        return gather_pad(vals, sub_off.to(dev, non_blocking=True), torch.arange(idx.numel(), device=dev), sc,
+                          out_dtype, max_len)
 
     def compact(self, indices) -> tuple[Tensor, Tensor, Tensor | None]:
         """The rows of sequences ``indices`` as a small ragged store of their own.

@@ -9,6 +9,14 @@
 Device rule: the output lives on ``indices.device``. With a CUDA output, ``values``/``offsets``/
 ``scales`` may be on that GPU or in pinned host memory (the CUDA kernel reads pinned memory in
 place; the fallback gathers on the host and copies only the gathered rows).
+
+``max_len``: the padded length, when the caller knows the lengths (a host copy of the offsets).
+Then the output shape needs no data: the fake impl returns ``[B, max_len, d]`` (no unbacked size
+under ``torch.compile``) and the CUDA kernel makes no host sync (without it, one read of the
+longest length per call). Every gathered length must be ``<= max_len``: the CPU kernel and the
+fallback raise ValueError for a longer one; the CUDA kernel, which cannot raise without syncing,
+truncates it and leaves the check to the caller (``STACKFT_GATHER_PAD_CHECK=1`` makes it sync and
+raise; see ``csrc/gather_pad_cuda.cu``). A larger ``max_len`` pads.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ _last = {"backend": None}
 
 
 def check_args(values: Tensor, offsets: Tensor, indices: Tensor, scales: Optional[Tensor],
-               out_dtype: torch.dtype) -> None:
+               out_dtype: torch.dtype, max_len: Optional[int] = None) -> None:
     """Shape/dtype checks (TypeError for dtypes, ValueError for shapes and missing scales).
 
     Data checks (index range, monotone offsets) need the data and run inside the kernels:
@@ -58,17 +66,22 @@ def check_args(values: Tensor, offsets: Tensor, indices: Tensor, scales: Optiona
                              f"got {tuple(scales.shape)}")
     elif scales is not None:
         raise ValueError(f"gather_pad: scales only apply to int8 values (got {values.dtype} values)")
+    if max_len is not None and not isinstance(max_len, torch.SymInt) and int(max_len) < 0:
+        raise ValueError(f"gather_pad: max_len must be >= 0, got {max_len}")
 
 
 def gather_pad_fallback(values: Tensor, offsets: Tensor, indices: Tensor,
                         scales: Optional[Tensor] = None,
-                        out_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+                        out_dtype: torch.dtype = torch.float32,
+                        max_len: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """Pure-PyTorch ``gather_pad`` (a handful of vectorised ops, no per-row Python).
 
     Same results as the extension bit for bit: each element is converted to float32, multiplied
-    by its token's scale (int8 only) and rounded once to ``out_dtype``.
+    by its token's scale (int8 only) and rounded once to ``out_dtype``. With ``max_len`` the
+    output is ``max_len`` long and a longer gathered sequence raises ValueError (on a GPU this
+    path syncs anyway: its boolean-mask scatter does).
     """
-    check_args(values, offsets, indices, scales, out_dtype)
+    check_args(values, offsets, indices, scales, out_dtype, max_len)
     out_dev = indices.device
     idx = indices.to(device=offsets.device, dtype=torch.int64)
     n_seqs, n_tokens, d = offsets.numel() - 1, values.shape[0], values.shape[1]
@@ -80,7 +93,10 @@ def gather_pad_fallback(values: Tensor, offsets: Tensor, indices: Tensor,
     lens = ends - starts
     if B and bool(((starts < 0) | (lens < 0) | (ends > n_tokens)).any()):
         raise ValueError(f"gather_pad: offsets must be non-decreasing within [0, N_tokens={n_tokens}]")
-    T = int(lens.max()) if B else 0
+    longest = int(lens.max()) if B else 0
+    if max_len is not None and longest > max_len:
+        raise ValueError(f"gather_pad: a gathered sequence has length {longest} > max_len={max_len}")
+    T = longest if max_len is None else int(max_len)
     t = torch.arange(T, device=offsets.device)
     mask = t[None, :] < lens[:, None]
     rows = (starts[:, None] + t[None, :])[mask].to(values.device)
@@ -123,18 +139,19 @@ def last_backend() -> str | None:
 
 @torch.library.custom_op("stackft::gather_pad", mutates_args=())
 def _gather_pad_op(values: Tensor, offsets: Tensor, indices: Tensor, scales: Optional[Tensor],
-                   out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+                   out_dtype: torch.dtype, max_len: Optional[int] = None) -> tuple[Tensor, Tensor]:
     if _ext_can_run(values, offsets, indices, scales):
         _last["backend"] = "extension"
-        return torch.ops.stackft_C.gather_pad(values, offsets, indices, scales, out_dtype)
+        return torch.ops.stackft_C.gather_pad(values, offsets, indices, scales, out_dtype, max_len)
     _last["backend"] = "fallback"
-    return gather_pad_fallback(values, offsets, indices, scales, out_dtype)
+    return gather_pad_fallback(values, offsets, indices, scales, out_dtype, max_len)
 
 
 @_gather_pad_op.register_fake
-def _gather_pad_fake(values, offsets, indices, scales, out_dtype):
-    # Tmax is the longest gathered sequence: data-dependent, hence an unbacked size.
-    T = torch.library.get_ctx().new_dynamic_size()
+def _gather_pad_fake(values, offsets, indices, scales, out_dtype, max_len=None):
+    # Tmax is max_len when given; else the longest gathered sequence: data-dependent, hence an
+    # unbacked size.
+    T = torch.library.get_ctx().new_dynamic_size() if max_len is None else max_len
     B, d = indices.shape[0], values.shape[1]
     padded = values.new_empty((B, T, d), dtype=out_dtype, device=indices.device)
     mask = values.new_empty((B, T), dtype=torch.bool, device=indices.device)
@@ -142,7 +159,7 @@ def _gather_pad_fake(values, offsets, indices, scales, out_dtype):
 
 
 def gather_pad(values: Tensor, offsets: Tensor, indices: Tensor, scales: Optional[Tensor] = None,
-               out_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+               out_dtype: torch.dtype = torch.float32, max_len: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """Gather sequences ``indices`` of a ragged store into a zero-padded batch.
 
     Args:
@@ -153,16 +170,21 @@ def gather_pad(values: Tensor, offsets: Tensor, indices: Tensor, scales: Optiona
         scales: ``[N_tokens]`` float16 per-token scales, required for (and only for) int8:
             the value is ``q * scale``.
         out_dtype: float32, float16 or bfloat16.
+        max_len: the padded length ``Tmax`` when the caller knows the lengths (>= every
+            gathered length; see the module docstring): no host sync on CUDA, a static shape
+            under ``torch.compile``. Default: the longest gathered length.
 
     Returns:
         ``(padded [B, Tmax, d] out_dtype, mask [B, Tmax] bool)`` with ``Tmax`` the longest
-        gathered length; padded rows are zero and ``mask`` is False there.
+        gathered length (or ``max_len``); padded rows are zero and ``mask`` is False there.
     """
-    check_args(values, offsets, indices, scales, out_dtype)
+    check_args(values, offsets, indices, scales, out_dtype, max_len)
+    if max_len is not None and not isinstance(max_len, torch.SymInt):
+        max_len = int(max_len)
     plain = all(type(t) is Tensor for t in (values, offsets, indices))  # not fake/meta/subclass
     if plain and not torch.compiler.is_compiling() and _ext_can_run(values, offsets, indices, scales):
         # eager fast path: the custom_op's Python dispatch costs tens of µs per call, a sizeable
         # share of a ~250 µs CPU batch; under torch.compile the registered op (with its fake) runs
         _last["backend"] = "extension"
-        return torch.ops.stackft_C.gather_pad(values, offsets, indices, scales, out_dtype)
-    return _gather_pad_op(values, offsets, indices, scales, out_dtype)
+        return torch.ops.stackft_C.gather_pad(values, offsets, indices, scales, out_dtype, max_len)
+    return _gather_pad_op(values, offsets, indices, scales, out_dtype, max_len)

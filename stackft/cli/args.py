@@ -6,7 +6,8 @@
 - :func:`training_config` is the prologue of every command that needs a training file
   (``train``, ``cache build``, ``trials``).
 - :class:`CommandError` is the one error a command raises when it cannot run as asked;
-  :func:`run` (behind every ``main``) prints it, like bad data and missing files, as
+  :func:`run` (behind every ``main``) prints it, like bad data, damaged checkpoints and OS errors
+  (a missing file, a full disk), as
   ``stackft <command>: error: <message>`` and returns exit code 2. Bad option values are
   argparse usage errors: one line, exit code 2 (:class:`Parser`).
 """
@@ -14,15 +15,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
 import types
 import typing
+import warnings
 from dataclasses import MISSING, fields
 
-from stackft.config import GROUPS, TrainConfig
+from stackft.config import GROUPS, ConfigError, TrainConfig, suggest
 
 
 class CommandError(ValueError):
@@ -34,6 +37,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _check_value(self, action, value):
+        # argparse's check, with the nearest choice for a typo (also for command names)
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} ({suggest(value, action.choices)}"
+                                                 f"choose from {choices})")
 
 
 # -- TrainConfig fields as options ----------------------------------------------------------------
@@ -138,11 +148,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def training_config(args: argparse.Namespace) -> TrainConfig:
-    """The prologue of the commands that need a training file: their config, with ``--train-path``."""
+    """The prologue of the commands that need a training file: their config, with ``--train-path``,
+    every setting checked (values, device, packages, head options, data files) before anything loads."""
     cfg = config_from_args(args)
     if cfg.train_path is None:
         raise CommandError("--train-path is required")
-    return cfg
+    from stackft.training.preflight import check_config
+
+    return check_config(cfg)
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -170,10 +183,34 @@ def run(parser: argparse.ArgumentParser, argv=None) -> int:
     """Parse ``argv`` and run its command; a CommandError, bad data or a missing file is one line, exit 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parser.parse_args(argv)
+    prog = getattr(args, "command_prog", None) or f"stackft {args.command}"
     try:
-        return args.func(args)
-    except (CommandError, FileNotFoundError, ValueError) as exc:
-        # DataError is a ValueError: bad input ends with one clear line, not a traceback
-        prog = getattr(args, "command_prog", None) or f"stackft {args.command}"
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        with one_line_warnings(prog):
+            return args.func(args)
+    except ConfigError as exc:  # a setting (option) that cannot work here: named as the option
+        print(f"{prog}: error: {exc.cli_message()}", file=sys.stderr)
         return 2
+    except (CommandError, OSError, ValueError, ImportError) as exc:
+        # DataError and CheckpointError are ValueErrors, a missing file, a full disk or a lock timeout an
+        # OSError, a missing optional package an ImportError (its message has the pip command): bad input or
+        # a bad environment ends with one clear line, not a traceback
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ImportError) and "pip install" not in msg and getattr(exc, "name", None):
+            msg += f" (pip install {exc.name.split('.')[0]})"
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str):
+    """Python warnings as ``<prog>: warning: <message>``, one line, without the source line that raised them."""
+    def format_warning(message, category, filename, lineno, line=None):
+        text = " ".join(str(message).split())
+        return f"{prog}: warning: {text}\n"
+
+    saved = warnings.formatwarning
+    warnings.formatwarning = format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = saved

@@ -1,4 +1,4 @@
-"""CLI commands that train and evaluate one model: ``train``, ``eval``, ``demo``.
+"""CLI commands that train and evaluate one model: ``train``, ``eval``, ``demo``, ``demo-data``.
 
 ``register(subparsers)`` adds them to the ``stackft`` console script's subparsers; each command
 sets ``func(args) -> int`` (the exit code). ``stackft train`` takes every
@@ -7,9 +7,11 @@ sets ``func(args) -> int`` (the exit code). ``stackft train`` takes every
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from stackft.cli.args import add_command, add_config_args, training_config
+from stackft.cli.config_file import add_config_file_option
 from stackft.config import ON_ERROR
 
 
@@ -19,9 +21,10 @@ def register(subparsers) -> None:
     groups["optimisation"].add_argument("--seed", type=int, default=None,
                                         help="set both --init-seed and --data-seed (wins over either)")
     groups["running"].add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
+    add_config_file_option(t, groups["running"])  # --config FILE (YAML or JSON); options override it
 
     e = add_command(subparsers, "eval", cmd_eval, help="evaluate a saved checkpoint (e.g. RUN/best) on a data file")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a checkpoint folder (RUN/best, RUN/phase1_end, ...)")
     e.add_argument("--data", required=True, help="data file in the task's format")
     e.add_argument("--split", default="validation", help="split name for datasets sources (default: %(default)s)")
     e.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default: %(default)s)")
@@ -35,6 +38,14 @@ def register(subparsers) -> None:
     d.add_argument("--encoder", default=None, help="HF hub id or local folder (default: packaged all-MiniLM-L6-v2)")
     d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     d.add_argument("--quick", action="store_true", help="a much smaller run (smoke test)")
+    d.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show progress bars (evaluation lines and summaries print either way)")
+
+    x = add_command(subparsers, "demo-data", cmd_demo_data,
+                    help="write the bundled data as plain files: the CoNLL-2003 excerpt and the synthetic toy "
+                         "pairs and classification sets the README's commands use")
+    x.add_argument("folder", nargs="?", default="data", help="where to write them (default: %(default)s)")
+    x.add_argument("--overwrite", action="store_true", help="replace files that exist with other contents")
 
 
 def cmd_train(args) -> int:
@@ -58,11 +69,14 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from stackft.data.labels import LabelVocab
-    from stackft.data.pipeline import encode_examples, read_examples
+    from stackft.data.pipeline import check_source, encode_examples, read_examples
     from stackft.tasks import get_task
     from stackft.training.evaluation import evaluate
+    from stackft.training.preflight import check_device
     from stackft.training.trainer import load_trained
 
+    check_device(args.device)  # before loading anything
+    check_source(args.data)
     model, meta = load_trained(args.checkpoint, device=args.device)
     task = get_task(meta["task"])
     vocab = LabelVocab.from_list(meta["labels"])
@@ -70,12 +84,26 @@ def cmd_eval(args) -> int:
     ds = encode_examples(task, examples, model.encoder.tokenizer, vocab, max_length=meta["max_length"],
                          pair_mode=meta["pair_mode"], path=args.data)
     metrics = evaluate(model, ds, task, vocab, batch_size=args.batch_size)
+    if task.name != "ner" and len(vocab) == 2:
+        metrics["f1_positive_class"] = vocab.decode(1)  # what "f1" is the F1 of
     print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "n": len(ds), **metrics}, indent=2))
     return 0
 
 
 def cmd_demo(args) -> int:
     from stackft.studies.demo import run_demo
+    from stackft.training.preflight import check_device
 
-    run_demo(output_dir=args.output_dir, encoder=args.encoder, quick=args.quick, device=args.device)
+    check_device(args.device)
+    run_demo(output_dir=args.output_dir, encoder=args.encoder, quick=args.quick, device=args.device,
+             progress=args.progress)
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from stackft.studies.demo import export_demo_data
+
+    for name, path in export_demo_data(args.folder, overwrite=args.overwrite).items():
+        print(f"{path}  ({name})")
+    print(f"CoNLL-2003 excerpt: research use only; toy/: synthetic, made up by stackft (see {args.folder}/NOTICE.md)")
     return 0

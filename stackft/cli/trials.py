@@ -73,9 +73,9 @@ def register(subparsers) -> None:
     g = t.add_argument_group("seed study", "every trial trains the configuration above with its own seeds, "
                                            "in OUT/trial-i<init>-d<data>")
     g.add_argument("--init-seeds", "--init-seed", dest="init_seeds", type=_seed_list, default=[0], metavar="SEEDS",
-                   help="head-init seeds: 0,1,2 or 0-9 (default 0)")
+                   help="head-init seeds: 0,1,2 or 0-9 (default: 0)")
     g.add_argument("--data-seeds", "--data-seed", dest="data_seeds", type=_seed_list, default=[0], metavar="SEEDS",
-                   help="data-order seeds: 0,1 or 0-4 (default 0)")
+                   help="data-order seeds: 0,1 or 0-4 (default: 0)")
     g.add_argument("--out", "--output-dir", dest="out", required=True,
                    help="study folder (trials.jsonl, trial-i*-d*/); rerun to resume")
     g.add_argument("--early-discard", type=_early_discard, default=None, metavar="t,f,p",
@@ -104,17 +104,19 @@ def register(subparsers) -> None:
                     help="soft/hard-vote ensemble of trained checkpoints on a data file")
     e.add_argument("model_dirs", nargs="+", help="checkpoint folders (RUN/best) or run folders")
     e.add_argument("--data", required=True, help="data file in the task's format")
-    e.add_argument("--vote", choices=["soft", "hard"], default="soft")
-    e.add_argument("--split", default="validation", help="split name for datasets sources")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--vote", choices=["soft", "hard"], default="soft",
+                   help="soft: average the members' class probabilities; hard: majority of their predictions "
+                        "(default: %(default)s)")
+    e.add_argument("--split", default="validation", help="split name for datasets sources (default: %(default)s)")
+    e.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default: %(default)s)")
+    e.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     e.add_argument("--predictions", default=None, help="also write the ensemble's predictions (JSON lines) here")
 
 
 def cmd_trials(args) -> int:
-    cfg = training_config(args)
     if args.early_discard and args.phase1_select:
         raise CommandError("choose --early-discard or --phase1-select, not both")
+    cfg = training_config(args)
     from stackft import studies as trials
 
     out = Path(args.out)

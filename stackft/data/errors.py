@@ -6,6 +6,7 @@ unreadable file becomes a DataError naming the path), splitting bytes into check
 (:func:`iter_lines`: UTF-8, NUL bytes, line length, BOMs), and :class:`Problems`, which either
 raises a DataError at the first bad unit (``on_error="raise"``) or skips and counts bad units
 (``on_error="skip"``) and finally wraps the examples in an :class:`ExampleList` carrying the count.
+:func:`looks_like_header` is the readers' shared test for a header row in files that have none.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections import Counter
 from typing import BinaryIO, Iterator
 
 ON_ERROR = ("raise", "skip")
@@ -231,3 +233,32 @@ class Problems:
             warnings.warn(f"skipped {self.skipped} bad {self.unit} in {self.path} (first: {self.problems[0]})",
                           DataWarning, stacklevel=stacklevel)
         return ExampleList(examples, label_names=label_names, skipped=self.skipped, problems=self.problems)
+
+
+_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*(?: [A-Za-z0-9_.-]+){0,2}")
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d*)?")
+
+
+def looks_like_header(cells: list[str], label: str, other_labels: list[str]) -> bool:
+    """Whether a file's first row (``cells``, its ``label`` cell among them) is a header, not an example.
+
+    The rule: every cell reads like a column name (1-3 words of letters, digits, ``_ . -``, at most 40
+    characters, e.g. ``is_duplicate``, ``question1``, ``topic``), the label appears in no other row
+    (``other_labels``, at least two), and the other labels are alike: all numbers while this one is not
+    (QQP's 0/1 under ``is_duplicate``), or each shared by at least two rows (classes, where a one-off
+    class named like a column is a header).
+    """
+    label = label.strip()
+    if len(other_labels) < 2 or label in set(other_labels):
+        return False
+    if not all(len(c.strip()) <= 40 and _NAME_LIKE.fullmatch(c.strip()) for c in cells):
+        return False
+    if all(_NUMBER.fullmatch(x) for x in other_labels) and not _NUMBER.fullmatch(label):
+        return True
+    return min(Counter(other_labels).values()) >= 2
+
+
+def warn_header(path, line: int, cells: list[str], label: str, *, stacklevel: int = 3) -> None:
+    """The note a reader gives when it skips a header row."""
+    warnings.warn(f"{path}:{line}: skipped a header row ({', '.join(repr(c.strip()) for c in cells)}): its label "
+                  f"{label.strip()!r} is not like those of the other rows", DataWarning, stacklevel=stacklevel)

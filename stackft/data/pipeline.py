@@ -16,6 +16,33 @@ from stackft.data.textcls import read_text_csv
 from stackft.tasks import TaskSpec, get_task
 
 _HF_SUFFIXES = {".json", ".jsonl", ".parquet", ".arrow"}
+HF_PREFIX = "hf:"  # "hf:ID": a datasets hub id, whatever a local path of that name would be
+# a missing name with one of these endings was meant as a file, never as a datasets hub id
+_FILE_SUFFIXES = {".txt", ".tsv", ".csv", ".conll", ".iob", ".bio", ".tags", *_HF_SUFFIXES}
+
+
+def check_source(source) -> str:
+    """What ``source`` is: ``"file"`` (a file in the task's own format), ``"datasets-file"`` (a local
+    json/jsonl/parquet/arrow file) or ``"hub"`` (a ``datasets`` hub id); reads nothing.
+
+    FileNotFoundError for a missing file (a path, or a name ending like a data file), ImportError
+    (with the pip command) when ``datasets`` is needed but not installed.
+    """
+    import importlib.util
+
+    path = Path(source).expanduser()
+    if path.exists() and path.suffix not in _HF_SUFFIXES:
+        return "file"
+    kind = "datasets-file" if path.exists() else "hub"
+    if kind == "hub" and (str(source).startswith((".", "/", "~")) or path.suffix.lower() in _FILE_SUFFIXES):
+        raise FileNotFoundError(f"data file not found: {source} (stackft demo-data DIR writes the bundled "
+                                f"CoNLL-2003 excerpt and toy sets as files)")
+    if importlib.util.find_spec("datasets") is None:
+        what = f"{path.suffix} files" if kind == "datasets-file" else \
+            f"{source!r}, which is not a local file, as a Hugging Face datasets id"
+        raise ImportError(f"reading {what} needs the datasets package: pip install datasets"
+                          + ("" if kind == "datasets-file" else " (or check the path)"))
+    return kind
 
 
 def read_examples(task: str, source: str, *, split: str = "train", on_error: str = "raise",
@@ -23,16 +50,28 @@ def read_examples(task: str, source: str, *, split: str = "train", on_error: str
     """Examples of ``task`` from a file in the task's native format, or through ``datasets``.
 
     Native formats: CoNLL columns (ner), text,label CSV (classification), label/q1/q2/id TSV
-    (pairs). Files ending in .json/.jsonl/.parquet/.arrow and anything that is not a local path
-    (a hub id) go through :func:`stackft.data.hf.load_hf_examples` with ``split``.
+    (pairs). Files ending in .json/.jsonl/.parquet/.arrow and hub ids go through
+    :func:`stackft.data.hf.load_hf_examples` with ``split``.
+
+    Which sources are hub ids (the rule, so that a mistyped path is never looked up on the hub):
+
+    - ``hf:ID`` always is (``hf:conll2003``, ``hf:stanfordnlp/imdb``, even ``hf:name.txt``);
+    - an existing local path never is: it is read as a file;
+    - a missing source is a hub id only when it does not start with ``.``, ``/`` or ``~`` and does not
+      end like a data file (``.txt .tsv .csv .conll .iob .bio .tags .json .jsonl .parquet .arrow``),
+      e.g. ``conll2003``; anything else (``bad/nothere.txt``, ``./data``) is FileNotFoundError naming it.
+
     ``on_error="skip"`` drops malformed lines/rows (counted in the result's ``skipped``) instead of
     stopping at the first one.
     """
     spec = get_task(task)
+    hub_id = str(source).startswith(HF_PREFIX)
+    if hub_id:
+        source = str(source)[len(HF_PREFIX):]
     path = Path(source).expanduser()
-    if hf_options.pop("hf", False) or path.suffix in _HF_SUFFIXES or not path.exists():
-        if not path.exists() and str(source).startswith((".", "/", "~")):
-            raise FileNotFoundError(f"data file not found: {source}")
+    if hf_options.pop("hf", False) or hub_id or path.suffix in _HF_SUFFIXES or not path.exists():
+        if not hub_id:
+            check_source(source)
         from stackft.data.hf import load_hf_examples
 
         return load_hf_examples(str(source), split, spec.name, on_error=on_error, max_line_chars=max_line_chars,
@@ -93,7 +132,8 @@ def load_task_data(
 
     Without ``dev_path`` a stratified dev split is cut from the training file: ``dev_size``
     examples (or a fraction); default 1,000 for pairs (the QQP 9k/1k split) and 10% otherwise.
-    ``max_train``/``max_dev`` subsample deterministically (seed ``split_seed``).
+    ``max_train``/``max_dev`` subsample deterministically (seed ``split_seed``). The label vocabulary
+    (unless ``vocab`` is given) holds every label of the data read, train and dev, before subsampling.
     """
     spec = get_task(task)
     train_ex = read_examples(spec.name, train_path, split=hf_options.pop("train_split", "train"), **hf_options)
@@ -107,9 +147,11 @@ def load_task_data(
         if dev_size is None:
             dev_size = 1000 if spec.name == "pairs" and len(train_ex) >= 4000 else 0.1
         train_ex, dev_ex = split_examples(train_ex, dev_size, seed=split_seed, stratify=spec.name != "ner")
+    if vocab is None:  # from every example read, before subsampling: a rare label must not go missing
+        names = getattr(train_ex, "label_names", None)
+        vocab = LabelVocab.from_examples(train_ex if names else [*train_ex, *dev_ex], spec.name)
     train_ex = _subsample(train_ex, max_train, split_seed)
     dev_ex = _subsample(dev_ex, max_dev, split_seed)
-    vocab = vocab or LabelVocab.from_examples(train_ex, spec.name)
     kw = dict(max_length=max_length, pair_mode=pair_mode)
     return TaskData(
         task=spec,

@@ -13,8 +13,10 @@ from stackft.data.errors import (
     Problems,
     check_options,
     iter_lines,
+    looks_like_header,
     open_data,
     usual_width,
+    warn_header,
     width_problem,
 )
 
@@ -91,7 +93,9 @@ def read_text_csv(
             A leading BOM is dropped; ``\\r\\n`` line ends and whitespace-only rows are fine.
         text_column, label_column: column indices of the text and the label.
         header: True = skip the first row, False = no header, "auto" = skip the first row when its
-            label cell is ``label`` (case-insensitive).
+            label cell is ``label`` (case-insensitive) or it otherwise looks like a header
+            (:func:`~stackft.data.errors.looks_like_header`: e.g. ``question,topic`` above rows whose
+            labels each occur more than once), noted with a DataWarning; a header never becomes a class.
         on_error: "raise" (default): DataError(path, line, problem) at the first bad row. "skip":
             drop and count bad rows (``result.skipped``, ``result.problems``), warn once
             (DataWarning).
@@ -120,9 +124,15 @@ def read_text_csv(
 
     if rows and header is not False:
         start, row, bad = rows[0]
-        if header is True or (bad is None and -len(row) <= label_column < len(row)
-                              and row[label_column].strip().lower() == "label"):
+        fits = bad is None and -len(row) <= label_column < len(row)
+        if header is True or (fits and row[label_column].strip().lower() == "label"):
             rows = rows[1:]
+        elif fits:
+            others = [r[label_column].strip() for _, r, b in rows[1:]
+                      if b is None and -len(r) <= label_column < len(r)]
+            if looks_like_header(row, row[label_column], others):
+                rows = rows[1:]
+                warn_header(path, start, row, row[label_column])
 
     layouts: dict[int, list[int]] = {}  # column count -> [rows, first line]
     for start, row, bad in rows:

@@ -150,7 +150,34 @@ def load_encoder(
             model = AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
         except TypeError:
             model = AutoModel.from_pretrained(path, config=config)
-    return Encoder(model, tokenizer, name_or_path=str(name_or_path or DEFAULT_ENCODER), layers=layers)
+    encoder = Encoder(model, tokenizer, name_or_path=str(name_or_path or DEFAULT_ENCODER), layers=layers)
+    mark_pretrained(encoder, name_or_path)
+    return encoder
+
+
+def _source_key(name_or_path) -> str:
+    return "default" if name_or_path is None or str(name_or_path).lower() in _DEFAULT_ALIASES else str(name_or_path)
+
+
+def weights_signature(encoder: nn.Module) -> tuple:
+    """A cheap summary of the encoder's weights (per tensor: name, shape and the float64 sum of every
+    61st value, which samples every row of a matrix wider than 61): it changes whenever training
+    changes them, and comes back when the pretrained weights are loaded again."""
+    return tuple((k, tuple(t.shape), float(t.detach().reshape(-1)[::61].double().sum()))
+                 for k, t in encoder.model.state_dict().items())
+
+
+def mark_pretrained(encoder: "Encoder", name_or_path) -> None:
+    """Note that ``encoder`` holds the weights ``load_encoder(name_or_path)`` loads (see :func:`is_pretrained`)."""
+    encoder.pretrained_source = _source_key(name_or_path)
+    encoder._pretrained_signature = weights_signature(encoder)
+
+
+def is_pretrained(encoder: nn.Module, name_or_path) -> bool:
+    """Whether ``encoder`` still holds exactly the weights ``load_encoder(name_or_path)`` gives (so a
+    checkpoint may refer to them instead of storing them): it was loaded from there and is unchanged."""
+    return (getattr(encoder, "pretrained_source", None) == _source_key(name_or_path)
+            and getattr(encoder, "_pretrained_signature", None) == weights_signature(encoder))
 
 
 @contextlib.contextmanager

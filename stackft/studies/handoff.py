@@ -199,6 +199,8 @@ def _seed_probe(p1_dir: Path, r_dir: Path, step: int) -> None:
     """Make ``r_dir`` a copy of the paused phase-1 run whose weights are candidate ``step``'s."""
     from safetensors.torch import load_file, save_file
 
+    from stackft.training import checkpoint as ckpt
+
     if (r_dir / LAST_DIR / STATE_FILE).exists() and (r_dir / ".seeded").exists():
         return
     if r_dir.exists():
@@ -207,6 +209,7 @@ def _seed_probe(p1_dir: Path, r_dir: Path, step: int) -> None:
     src = candidate_dir(p1_dir, step) / "model.safetensors"
     dst = RunDir(r_dir).last / "model.safetensors"
     save_file(load_file(str(src)), str(dst))  # the phase-boundary state (RNG, position) stays
+    ckpt.seal(RunDir(r_dir).last)  # record the swapped weights' checksum
     (r_dir / ".seeded").write_text(str(step))
 
 

@@ -13,21 +13,66 @@ def read_metrics(run_dir) -> list[dict]:
     return RunDir(run_dir).read_metrics()
 
 
-def _curve(records: list[dict], metric: str):
-    """(elapsed seconds, global step, dev score, phase) per evaluation, time summed over phases."""
-    offset, last_phase, prev_time, out = 0.0, None, 0.0, []
-    for r in records:  # phase times exclude the one-time cache build (logged separately)
-        if r["phase"] != last_phase and last_phase is not None:
-            offset += prev_time
-        last_phase, prev_time = r["phase"], r["time"]
-        out.append((offset + r["time"], r["global_step"], r["dev"][metric], r["phase"]))
-    return out
+def _chosen_step(records: list[dict]) -> int | None:
+    """The step of the evaluation a phase's stop rule chose (its last record's ``stop_rule``)."""
+    for r in reversed(records):
+        step = (r.get("stop_rule") or {}).get("chosen_step")
+        if step is not None:
+            return step
+    return None
+
+
+def run_segments(records: list[dict], phase_times: dict | None = None, metric: str = "f1") -> list[dict]:
+    """What a run did, phase by phase, on a time axis that counts everything it spent.
+
+    One dict per phase, in order: ``name``; ``cache`` (``(start, end)`` seconds of the feature-cache
+    build before the phase, or None); ``points``: ``(seconds, global step, dev score)`` of its
+    evaluations; ``kept``: how many of those points lead to the model the run went on with (a
+    phase that ends on its stop rule's choice discards the evaluations after it); ``start``: the
+    point the phase starts from (``(seconds, global step, dev score)`` of the previous phase's
+    chosen evaluation, at the time and step the previous phase ended), or None for the first phase.
+
+    Times: each phase's own clock (``record["time"]``, which leaves out the cache build) shifted by
+    everything before it, the cache builds included (``phase_times[f"{phase}_cache"]``); a phase
+    lasts ``phase_times[phase]`` (else until its last evaluation).
+    """
+    phase_times = phase_times or {}
+    by_phase: dict[str, list[dict]] = {}
+    for r in records:
+        by_phase.setdefault(r["phase"], []).append(r)
+    names = list(by_phase)
+    segments, offset, carry = [], 0.0, None
+    for k, name in enumerate(names):
+        recs = by_phase[name]
+        cache = None
+        if phase_times.get(f"{name}_cache"):
+            cache = (offset, offset + float(phase_times[f"{name}_cache"]))
+            offset = cache[1]
+        points = [(offset + float(r["time"]), int(r["global_step"]), float(r["dev"][metric])) for r in recs]
+        kept, chosen = len(points), _chosen_step(recs)
+        if chosen is not None and k + 1 < len(names):  # it handed its chosen evaluation's model on
+            kept = next((i + 1 for i, r in enumerate(recs) if r["step"] == chosen), len(points))
+        segments.append({"name": name, "cache": cache, "points": points, "kept": kept, "start": carry})
+        offset += float(phase_times.get(name, recs[-1]["time"]))
+        if k + 1 < len(names):  # the next phase starts where this one ended (time, steps), from its choice
+            first = by_phase[names[k + 1]][0]
+            carry = (offset, int(first["global_step"]) - int(first["step"]), points[kept - 1][2])
+    return segments
+
+
+def _curve(records: list[dict], metric: str, phase_times: dict | None = None):
+    """(elapsed seconds, global step, dev score, phase) per evaluation (cache builds included in the time)."""
+    return [(t, step, y, seg["name"]) for seg in run_segments(records, phase_times, metric)
+            for t, step, y in seg["points"]]
 
 
 def plot_learning_curves(runs: dict[str, str | Path], out_png, metric: str = "f1", title: str = "") -> Path:
-    """One line per run: dev ``metric`` against wall time (left) and optimizer steps (right).
+    """One line per run: dev ``metric`` against wall time (left) and optimizer steps (right), as it happened.
 
-    Phase boundaries are marked with a hollow marker on the first evaluation of each later phase.
+    The time axis counts the feature-cache build (shaded) and every phase in full. A phase that ends
+    on its stop rule's chosen evaluation (phase 1 of two-phase strategies) draws the evaluations it
+    discarded after that choice as a faded dotted tail; phase 2 starts from the chosen evaluation's
+    score (hollow square) where phase 1 ended, since that is the model it trains.
     """
     import matplotlib
 
@@ -35,22 +80,42 @@ def plot_learning_curves(runs: dict[str, str | Path], out_png, metric: str = "f1
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    shaded = False
+    discarded = False
     for name, run_dir in runs.items():
-        pts = _curve(read_metrics(run_dir), metric)
-        if not pts:
+        run = RunDir(run_dir)
+        phase_times = (run.read_summary() or {}).get("phase_times") or {}
+        segments = run_segments(run.read_metrics(), phase_times, metric)
+        if not segments:
             continue
-        t, s, y, ph = zip(*pts)
-        for ax, x in ((axes[0], t), (axes[1], s)):
-            (line,) = ax.plot(x, y, marker="o", ms=3, label=name)
-            for i in range(1, len(ph)):
-                if ph[i] != ph[i - 1]:
-                    ax.plot(x[i], y[i], marker="s", ms=9, mfc="none", color=line.get_color())
-    axes[0].set_xlabel("training time incl. evaluation (s)")
+        color = None
+        for k, seg in enumerate(segments):
+            pts = list(seg["points"])
+            kept, tail = pts[: seg["kept"]], pts[seg["kept"] - 1:] if seg["kept"] < len(pts) else []
+            head = ([seg["start"]] if seg["start"] is not None else []) + kept
+            for ax, i in ((axes[0], 0), (axes[1], 1)):
+                if seg["cache"] is not None and i == 0:
+                    ax.axvspan(*seg["cache"], color=color or "0.5", alpha=0.15, lw=0,
+                               label=None if shaded else "feature-cache build")
+                    shaded = True
+                (line,) = ax.plot([p[i] for p in head], [p[2] for p in head], marker="o", ms=3, color=color,
+                                  label=name if (k == 0 and i == 1) else None)
+                color = line.get_color()
+                if seg["start"] is not None:
+                    ax.plot(seg["start"][i], seg["start"][2], marker="s", ms=9, mfc="none", color=color)
+                if tail:
+                    ax.plot([p[i] for p in tail], [p[2] for p in tail], ls=":", marker="o", ms=2, alpha=0.45,
+                            color=color, label=None if discarded or i == 0 else "discarded after the stop rule's choice")
+                    discarded = discarded or i == 1
+    axes[0].set_xlabel("wall time: cache build + training incl. evaluation (s)")
     axes[1].set_xlabel("optimizer steps")
     for ax in axes:
         ax.set_ylabel(f"dev {metric}")
         ax.grid(alpha=0.3)
-    axes[1].legend(loc="lower right", title="square: start of phase 2")
+    axes[1].legend(loc="lower right", fontsize=8, title="square: phase 2 starts from phase 1's choice",
+                   title_fontsize=8)
+    if shaded:
+        axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(title or f"learning curves (dev {metric})")
     return save_figure(fig, out_png)
 

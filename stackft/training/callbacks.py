@@ -17,7 +17,8 @@ Order of the calls in one ``fit``::
     on_fit_end              (only when the run finished; not when it paused or was interrupted)
 
 Hooks get the trainer itself: read ``trainer.cfg``, ``trainer.pos`` (phase, epoch, step
-counters), ``trainer.history``, ``trainer.model``, ``trainer.run_dir``; call
+counters), ``trainer.history``, ``trainer.model``, ``trainer.run_dir``, ``trainer.optimizer`` (the
+current phase's, e.g. for its per-group learning rates); call
 ``trainer.evaluate(split)`` for extra scores, and ``trainer.request_phase_stop(reason)`` from
 ``on_evaluate`` or ``on_step_end`` to end the current phase after this step (the phase then ends
 as if its stop rule had fired). Under DDP every rank calls every hook; write files on

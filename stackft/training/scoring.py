@@ -33,3 +33,13 @@ def score(task: TaskSpec, dataset: EncodedDataset, predictions: list, vocab: Lab
         return ner_scores(gold, predictions)
     gold = [dataset.items[i]["labels"] for i in indices]
     return classification_scores(gold, predictions, len(vocab))
+
+
+def f1_label(task: TaskSpec, vocab: LabelVocab) -> str:
+    """What a score dict's ``f1`` is: entity F1 (ner), the F1 of the positive class (the second
+    label) for two labels, else the macro average over the classes."""
+    if task.name == "ner":
+        return "entity F1"
+    if len(vocab) == 2:
+        return f"F1 of the positive class {vocab.decode(1)!r}"
+    return f"macro F1 over {len(vocab)} classes"

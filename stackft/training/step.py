@@ -25,6 +25,10 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite (the optimizer was not stepped)."""
 
 
+class NonFiniteWeights(NonFiniteLoss):
+    """Weights or optimizer state became NaN or infinite (raised before they are evaluated or saved)."""
+
+
 def split_batch(batch: dict, k: int) -> list[dict]:
     """``batch`` cut into at most ``k`` micro-batches along dim 0 (lists are cut alike)."""
     n = len(batch["labels"])

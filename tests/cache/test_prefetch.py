@@ -129,10 +129,11 @@ def test_trainer_rejects_bad_cache_options(tmp_path, make_tiny_encoder):
         Trainer(TrainConfig(train_path=TRAIN, cache_prefetch=-1, output_dir=str(tmp_path)), encoder=enc, data=data)
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@cuda
+@pytest.mark.cuda
+@needs_cuda
 @pytest.mark.parametrize("placement", ["device", "pinned", "mmap"])
 def test_cuda_prefetch_on_side_stream_matches_direct_gather(placement):
     dev = torch.device("cuda", torch.cuda.current_device())

@@ -10,7 +10,7 @@ from stackft import config
 from stackft.config import TrainConfig
 
 CHOICE_TUPLES = ("STRATEGIES", "PAIR_MODES", "ON_ERROR", "STOP_MODES", "PET_METHODS", "OPTIMIZERS", "SCHEDULES",
-                 "CLIP_MODES", "CACHE_DTYPES", "CACHE_PLACEMENTS", "PRECISIONS", "HANDOFFS")
+                 "CLIP_MODES", "CACHE_DTYPES", "CACHE_PLACEMENTS", "PRECISIONS", "HANDOFFS", "REPORT_TO")
 
 
 def test_owning_modules_define_the_same_values():

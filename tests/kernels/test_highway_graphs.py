@@ -50,7 +50,7 @@ def test_graphs_refused_on_cpu_interpreter_env_and_opt_out(monkeypatch):
 
 
 def test_cache_lru_and_failed_builds_are_remembered():
-    c = HL._GraphCache(max_entries=2)
+    c = HL._GraphCache(max_entries=2, max_bytes=10**9)
     built = []
     mk = lambda key: lambda: built.append(key) or f"entry-{key}"  # noqa: E731
     assert c.get("a", mk("a")) == "entry-a" and c.get("b", mk("b")) == "entry-b"
@@ -69,7 +69,34 @@ def test_cache_lru_and_failed_builds_are_remembered():
     assert c.keys() == [] and c.failed == {}
 
 
+def test_cache_byte_bound_evicts_and_refuses_oversized_shapes():
+    class E:
+        def __init__(self, n):
+            self.nbytes = n
+
+    c = HL._GraphCache(max_entries=10, max_bytes=100)
+    c.get("a", lambda: E(60), 60)
+    c.get("b", lambda: E(30), 30)
+    assert c.keys() == ["a", "b"] and c.nbytes == 90
+    c.get("c", lambda: E(50), 50)  # 140 > 100: the least recently used goes first
+    assert c.keys() == ["b", "c"] and c.nbytes == 80
+    assert c.get("huge", lambda: E(101), 101) is None and "huge" not in c.keys() and "huge" not in c.failed
+
+
+def test_static_bytes_matches_the_buffers_it_counts(monkeypatch):
+    monkeypatch.setattr(HL._Entry, "_build", lambda self, device: None)  # no capture: count the buffers only
+    for kind, has_gout in (("fwd", None), ("bwd", True), ("bwd", False)):
+        for has_drop in (True, False):
+            key = HL.graph_key(kind, 5, 20, 12, torch.float32, "cpu", False, has_drop, has_gout)
+            extra = () if kind == "fwd" else (has_gout,)
+            entry = (HL._FwdGraph if kind == "fwd" else HL._BwdGraph)(key[1], key[2], 12, torch.float32, "cpu",
+                                                                      False, has_drop, *extra)
+            assert entry.nbytes == HL.static_bytes(key), (kind, has_drop, has_gout, entry.nbytes, HL.static_bytes(key))
+
+
 def test_cpu_layer_takes_the_loop_and_builds_no_graph():
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton on CPU tensors needs the interpreter (on a GPU machine the CUDA tests cover this)")
     g, _ = fresh()
     B, T, n_in, H = 3, 5, 4, 6
     x, W_x = torch.randn(B, T, n_in, generator=g), torch.randn(6 * H, n_in, generator=g) * 0.4
@@ -81,6 +108,48 @@ def test_cpu_layer_takes_the_loop_and_builds_no_graph():
     assert HL._GRAPHS.builds == builds
     for u, v in zip((a[0], *a[1]), (r[0], *r[1])):
         assert torch.equal(u, v)
+
+
+class _ReplayEager:
+    """Stands in for a captured CUDA graph: replay() runs the captured function again."""
+
+    def __init__(self, run):
+        self.run = run
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        self.run()
+
+
+@pytest.mark.parametrize("B, T, drop_on, reverse", [(3, 5, True, False), (3, 5, True, True), (4, 8, False, False)])
+def test_graph_entries_on_cpu_with_a_fake_capture(monkeypatch, reverse, B, T, drop_on):
+    """The graph path's static buffers, bucket padding, copies in/out and in-place backward, run by
+    the interpreter on CPU: a fake capture replays the same loop eagerly. Must equal the loop path.
+    Buckets of 4 keep the interpreter's step count small: (3, 5) pads to (4, 8), (4, 8) does not pad."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("drives the entries on CPU tensors through the Triton interpreter")
+    monkeypatch.setattr(HL, "T_BUCKET", 4)
+    monkeypatch.setattr(HL, "B_BUCKET", 4)
+    monkeypatch.setattr(HL, "_capture", _ReplayEager)
+    monkeypatch.setattr(HL, "graphs_usable", lambda device, B, T, graphs=None: None if graphs is None else "off")
+    monkeypatch.setattr(HL, "_GRAPHS", HL._GraphCache(max_entries=4))
+    g, seed = fresh()
+    inputs, drop, lengths = _inputs(g, B, T, 5, 7, torch.float32, dev="cpu")
+    drop = drop if drop_on else None
+    want_out, want_g = _run(inputs, drop, lengths, reverse, graphs=False)
+    got_out, got_g = _run(inputs, drop, lengths, reverse, graphs=None)
+    keys = HL._GRAPHS.keys()
+    assert [k[0] for k in keys] == ["fwd", "bwd"] and keys[0][1:3] == (HL.bucket(B, 4), HL.bucket(T, 4))
+    # a second call with other data through the same (already used) buffers: stale contents must not leak
+    inputs2, drop2, lengths2 = _inputs(g, B, T, 5, 7, torch.float32, dev="cpu")
+    drop2 = drop2 if drop_on else None
+    want2 = _run(inputs2, drop2, lengths2, reverse, graphs=False)
+    got2 = _run(inputs2, drop2, lengths2, reverse, graphs=None)
+    assert len(HL._GRAPHS.keys()) == 2 and HL._GRAPHS.builds == 2
+    for n, (a, w) in enumerate(zip(got_out + got_g + got2[0] + got2[1], want_out + want_g + want2[0] + want2[1])):
+        assert a.shape == w.shape
+        assert_close(a, w, torch.float32, scale="max" if n % 9 >= 3 else None, msg=lambda m: f"seed {seed}, {n}: {m}")
 
 
 # --------------------------------------------------------------------------- CUDA: graph vs loop
@@ -123,6 +192,7 @@ def test_graph_path_matches_loop(dtype, reverse, B, T, H, drop_on, out_grad):
     g, seed = fresh()
     inputs, drop, lengths = _inputs(g, B, T, 48, H, dtype)
     drop = drop if drop_on else None
+    HL.clear_graphs()  # an earlier test may have built these keys
     builds = HL._GRAPHS.builds
     want_out, want_g = _run(inputs, drop, lengths, reverse, graphs=False, out_grad=out_grad)
     assert HL._GRAPHS.builds == builds  # graphs=False never builds
@@ -165,8 +235,10 @@ def test_graph_path_launches_far_fewer_kernels():
         _run(inputs, drop, lengths, False, graphs)
     loop = _launch_calls(lambda: _run(inputs, drop, lengths, False, False))
     graph = _launch_calls(lambda: _run(inputs, drop, lengths, False, None))
-    assert loop >= 4 * T, loop
-    assert graph < loop - 3.5 * T, (graph, loop)
+    # the loop's 2T cuBLAS launches are runtime calls the profiler always sees; its 2T Triton launches
+    # (driver API, cuLaunchKernelEx) show up where CUPTI records driver calls: bounds that hold either way
+    assert loop >= 2 * T, loop
+    assert graph < loop - 1.5 * T, (graph, loop)
 
 
 
@@ -175,12 +247,13 @@ def test_graph_path_launches_far_fewer_kernels():
 def test_graph_entry_used_from_another_stream():
     g, seed = fresh()
     inputs, drop, lengths = _inputs(g, 8, 16, 32, 64, torch.float32)
-    want = _run(inputs, drop, lengths, True, False)
-    _run(inputs, drop, lengths, True, None)  # captured on the default stream
+    loop = _run(inputs, drop, lengths, True, False)
+    want = _run(inputs, drop, lengths, True, None)  # captured and replayed on the default stream
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
         got = _run(inputs, drop, lengths, True, None)
     torch.cuda.current_stream().wait_stream(s)
-    for n, (a, w) in enumerate(zip(got[0] + got[1], want[0] + want[1])):
-        assert torch.equal(a, w), f"seed {seed}, item {n}"
+    for n, (a, w, r) in enumerate(zip(got[0] + got[1], want[0] + want[1], loop[0] + loop[1])):
+        assert torch.equal(a, w), f"seed {seed}, item {n}: replays on two streams differ"
+        assert_close(a, r, torch.float32, scale="max" if n >= 3 else None, msg=lambda m: f"seed {seed}, {n}: {m}")

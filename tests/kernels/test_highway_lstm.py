@@ -103,9 +103,11 @@ def test_layer_equals_loop_of_triton_cells():
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_auto_on_cpu_tensors_is_the_reference():
+def test_auto_on_cpu_tensors_is_the_reference(monkeypatch):
     if DEV == "cuda":
         pytest.skip("auto picks Triton on CUDA")
+    # without the C++ extension (with it, auto is the C++ layer: tests/kernels/test_highway_lstm_cpp.py)
+    monkeypatch.setenv("STACKFT_NO_EXT", "1")
     g, _ = fresh()
     x, W_x, W_h, b, h0, c0, mask = _layer(2, 3, 4, 5, g)
     lengths = torch.tensor([3, 2])

@@ -246,6 +246,7 @@ def test_gradcheck_highway_lstm(reverse):
 
 
 def test_auto_on_cpu_uses_reference_and_warns_once():
+    # once with a GPU (Triton was possible); never without one (the reference is all there is)
     _backend._reset_warning()
     p, q, W = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 4)
     with warnings.catch_warnings(record=True) as rec:
@@ -254,7 +255,8 @@ def test_auto_on_cpu_uses_reference_and_warns_once():
         b = K.attentive_match(p, q, W)
         K.multi_perspective_cosine(p, p, W)
     fallback = [w for w in rec if "PyTorch reference" in str(w.message)]
-    assert len(fallback) == 1 and issubclass(fallback[0].category, RuntimeWarning)
+    assert len(fallback) == int(torch.cuda.is_available())
+    assert all(issubclass(w.category, RuntimeWarning) for w in fallback)
     torch.testing.assert_close(a[0], R.maxpool_match(p, q, W)[0], rtol=0, atol=0)
     torch.testing.assert_close(b, R.attentive_match(p, q, W), rtol=0, atol=0)
 

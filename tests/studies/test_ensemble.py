@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from stackft.config import TrainConfig
 from stackft.studies.ensemble import ensemble_predict
+from stackft.training import checkpoint as ckpt
 
 POS, NEG, FILL = ["good", "great", "fine"], ["bad", "awful", "sad"], ["the", "a", "movie", "was", "it", "day"]
 
@@ -115,6 +116,7 @@ def test_labels_aligned_by_name_and_mismatch_is_an_error(cls_runs, files, tmp_pa
     w = load_file(str(rev / "best" / "model.safetensors"))
     w["head.fc2.weight"], w["head.fc2.bias"] = w["head.fc2.weight"].flip(0).contiguous(), w["head.fc2.bias"].flip(0).contiguous()
     save_file(w, str(rev / "best" / "model.safetensors"))
+    ckpt.seal(rev / "best")  # an edit on purpose: record the new checksums
     one = ensemble_predict([a], data)
     pair = ensemble_predict([a, rev], data)
     assert torch.allclose(pair["probs"], one["probs"], atol=1e-6)

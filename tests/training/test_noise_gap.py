@@ -7,8 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from stackft.training.metrics import (accuracy_se, classification_scores, f1_bootstrap_se, ner_scores,
-                                      sentence_entity_counts)
+from stackft.training.metrics import (
+    accuracy_se,
+    classification_scores,
+    f1_bootstrap_se,
+    ner_scores,
+    sentence_entity_counts,
+)
 from stackft.training.stopper import PhaseStopper
 
 

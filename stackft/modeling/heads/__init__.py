@@ -58,6 +58,11 @@ def build_head(name: str, hidden_size: int, num_labels: int, *, level: str | Non
     return _factory(name, level)(hidden_size, num_labels, **options)
 
 
+def head_class(name: str, level: str | None = None) -> type:
+    """The class ``build_head(name, level=level)`` would construct (ValueError for an unknown name)."""
+    return _factory(name, level)
+
+
 def head_level(name: str, level: str | None = None) -> str:
     """The level ("token" or "sequence") of the head ``build_head(name, level=level)`` would build."""
     return _factory(name, level).level
@@ -69,7 +74,7 @@ def head_pair_input(name: str) -> bool:
 
 
 __all__ = [
-    "HEADS", "build_head", "head_level", "head_pair_input", "kaiming_init",
+    "HEADS", "build_head", "head_class", "head_level", "head_pair_input", "kaiming_init",
     "FCTokenHead", "FCSequenceHead", "LinearTokenHead", "LinearSequenceHead", "BiLSTMTagger", "HighwayLSTMClassifier", "DenseNetCNNClassifier",
     "BiMPMHead", "BiMPMNoContextHead", "MultiPerspectiveMatching", "SimTransformerHead",
 ]

@@ -4,7 +4,8 @@ Labeling", ACL) in the gate layout of AllenNLP's alternating highway LSTM (docs/
 Per layer and direction, gates from ``W_x x_t`` (6H: i, f, g, o, r, carry) and ``W_h h_{t-1} + b`` (5H):
 ``c_t = f·c_{t-1} + i·g``, ``h_t = r·o·tanh(c_t) + (1 - r)·carry`` where the carry is the linear
 slice of ``W_x x_t``, so the input width may differ from H. The recurrence itself is
-``stackft.kernels.highway_lstm`` (Triton on CUDA, torch reference on CPU).
+``stackft.kernels.highway_lstm`` (Triton on CUDA; on CPU the C++ layer of the ``stackft_C``
+extension, the torch reference when it does not build).
 
 Each of ``num_layers`` layers runs a forward and a reverse pass with separate weights and
 concatenates them (2·lstm_hidden). When training, a variational recurrent-dropout mask is drawn
@@ -25,7 +26,8 @@ class UnidirectionalHighwayLSTM(nn.Module):
     ``x [B, T, in]`` -> ``out [B, T, H]`` (0 at t >= length).
 
     The recurrence runs in :func:`stackft.kernels.highway_lstm` (whose Triton autograd function is
-    ``stackft.kernels.ops.highway_lstm.HighwayLSTMLayerFunction``).
+    ``stackft.kernels.ops.highway_lstm.HighwayLSTMLayerFunction``, and whose CPU op is
+    ``torch.ops.stackft.highway_lstm_layer`` from ``stackft.kernels.ops.highway_lstm_cpp``).
 
     Parameters: ``W_x [6H, in]``, ``W_h [5H, H]``, ``b [5H]`` (forget-gate slice initialised to 1).
     """

@@ -1,0 +1,408 @@
+"""Every task head's training forward+backward beside the encoder's, at one shape (issue #12).
+
+Rows, each a training forward + backward (``autograd.grad`` of the summed output w.r.t. every
+parameter, train mode, dropout on), timed round-robin (every row once per round, median over the
+rounds) so the rows of one thread count share the machine's load and their ratios are side by side:
+
+* ``encoder``: all-MiniLM-L6-v2 (``load_encoder()``) on ``[B, T]`` token ids, and its no-grad
+  forward (``encoder fwd (no grad)``, the live phase-1 cost);
+* every head of ``stackft.modeling.heads.HEADS`` with its default options,
+  ``build_head(name, d, 2)``, on features ``[B, T, d]`` (pair heads: two sides of ``T/2`` tokens,
+  a joint ``T``-token pair split by segment). ``head_ms``: the features need no grad (phase 1, the
+  issue's measurement); ``head_dx_ms``: they do (phase 2, the grad flows on into the encoder);
+* ``highway-lstm [torch]``: the same head on the reference's per-step loop (today's CPU path
+  before the C++ layer), against ``highway-lstm`` (``backend="auto"``: the C++ layer on CPU);
+* ``nn.LSTM 2x bi 256``: ``nn.LSTM(d, 256, num_layers=2, bidirectional=True)``, the highway
+  head's recurrent shape as a plain LSTM (oneDNN on CPU);
+* ``highway layer bi [cpp]`` vs ``nn.LSTM 1x bi 256``: one layer, both directions, in ``d``,
+  H 256, with ``x`` not needing / needing its grad (``-dx`` rows);
+* ``densenet channels=C``: the DenseNet head at narrower widths than its default (channels = d),
+  for its cost (no accuracy is measured here).
+
+Per row: median and lowest ms, µs per token (B·T), ratio to the encoder's fwd+bwd, parameters,
+GFLOP of one forward and of the forward+backward (``torch.utils.flop_counter.FlopCounterMode``;
+``nn.LSTM`` is added analytically, 2·tokens·4H·(in+H) per direction and layer forward and twice
+that backward, because oneDNN's RNN op is invisible to the counter; the C++ highway layer is
+counted on its reference, which runs the same GEMMs), and ``phase2_step_est``:
+``(encoder + head_dx) / (encoder + fc_dx)``, the phase-2 step over the finetune-only step as a
+sum of measured parts (no optimizer step; it is not a trainer measurement).
+
+    python bench/bench_heads.py                      # B=32, T=64, d=384; 1 and 2 threads; CPU (+CUDA if present)
+    python bench/bench_heads.py --threads 1 --rounds 7
+    python bench/bench_heads.py --smoke --out /tmp/heads.json    # seconds: tiny random encoder and shapes
+
+Writes ``bench/results/heads-<device>.json`` (smoke: ``--out`` or the temp folder, never results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _util as U  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import stackft.kernels as K  # noqa: E402
+from stackft import _ext  # noqa: E402
+from stackft.modeling.heads import HEADS, build_head, head_level, head_pair_input  # noqa: E402
+
+FULL = dict(B=32, T=64, d=384, lstm=256, encoder="minilm", rounds=5, warmup=1, densenet_channels=(64, 128, 192))
+SMOKE = dict(B=2, T=8, d=32, lstm=16, encoder="random:tiny", rounds=1, warmup=1, densenet_channels=())
+
+
+# --------------------------------------------------------------------------- rows
+
+
+class Row:
+    """One timed entry: ``fn()`` runs a training forward+backward; ``flop_fn()`` is what is counted."""
+
+    def __init__(self, name: str, fn, *, kind: str, params: int, flop_fn=None, lstm_modules=(), note: str = ""):
+        self.name, self.fn, self.kind, self.params, self.note = name, fn, kind, params, note
+        self.flop_fn = flop_fn or fn
+        self.lstm_modules = list(lstm_modules)
+        self.times: list[float] = []
+
+
+def _grad_step(module: nn.Module, forward, leaves=(), *, accumulate: bool = False):
+    """A closure: ``forward()`` -> output(s); grads of their sum w.r.t. leaves + module params.
+
+    ``accumulate=True`` uses ``.backward()`` and clears ``.grad`` after (FlopCounterMode cannot count
+    an ``autograd.grad`` w.r.t. leaf inputs); the timed closures use ``autograd.grad`` (no ``.grad``
+    build-up between runs).
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def run():
+        out = forward()
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        loss = sum(o.float().sum() for o in outs if isinstance(o, torch.Tensor) and o.requires_grad)
+        if accumulate:
+            loss.backward()
+            for t in list(leaves) + params:
+                t.grad = None
+        else:
+            torch.autograd.grad(loss, list(leaves) + params, allow_unused=True)
+
+    return run
+
+
+def _features(name: str, B: int, T: int, d: int, dev, requires_grad: bool) -> dict:
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g).to(dev).requires_grad_(requires_grad)  # noqa: E731
+    if head_pair_input(name):
+        Ta = max(1, T // 2)
+        m = torch.ones(B, Ta, dtype=torch.bool, device=dev)
+        return {"hidden_a": r(B, Ta, d), "mask_a": m, "hidden_b": r(B, T - Ta, d), "mask_b": m.clone()}
+    return {"hidden": r(B, T, d), "mask": torch.ones(B, T, dtype=torch.bool, device=dev)}
+
+
+def _leaves(feats: dict) -> list:
+    return [v for v in feats.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+
+
+@contextlib.contextmanager
+def _highway_backend(backend: str):
+    """Make the highway head call ``stackft.kernels.highway_lstm(..., backend=backend)``."""
+    import stackft.modeling.heads.highway_lstm as module
+
+    real = module.highway_lstm
+    module.highway_lstm = lambda *a, **k: K.highway_lstm(*a, **k, backend=backend)
+    try:
+        yield
+    finally:
+        module.highway_lstm = real
+
+
+def _with_backend(fn, backend: str):
+    def run():
+        with _highway_backend(backend):
+            return fn()
+    return run
+
+
+def _nparams(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def build_rows(cfg: dict, dev, *, reference_highway: bool = True, heads=None) -> list[Row]:
+    B, T, d, Hl = cfg["B"], cfg["T"], cfg["d"], cfg["lstm"]
+    rows: list[Row] = []
+
+    # the encoder
+    from stackft.modeling.encoders import load_encoder, tiny_random_encoder
+
+    enc = (tiny_random_encoder(d, 2) if cfg["encoder"] == "random:tiny" else load_encoder(cfg["encoder"])).to(dev)
+    enc.train()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, min(enc.tokenizer.vocab_size, 29000), (B, T), generator=g).to(dev)
+    am = torch.ones(B, T, dtype=torch.long, device=dev)
+    rows.append(Row("encoder", _grad_step(enc, lambda: enc(ids, am)), kind="encoder", params=_nparams(enc),
+                    note=f"{enc.name_or_path}, {enc.num_layers} x {enc.hidden_size}"))
+
+    def enc_fwd():
+        with torch.no_grad():
+            enc(ids, am)
+    rows.append(Row("encoder fwd (no grad)", enc_fwd, kind="encoder", params=_nparams(enc)))
+
+    # every head, default options
+    for name in heads or list(HEADS):
+        level = head_level(name)
+        torch.manual_seed(0)
+        head = build_head(name, d, 2, level=level).to(dev).train()
+        lstms = [m for m in head.modules() if isinstance(m, nn.LSTM)]
+        frozen = _features(name, B, T, d, dev, False)
+        live = _features(name, B, T, d, dev, True)
+        step = _grad_step(head, lambda h=head, f=frozen: h(f))
+        step_dx = _grad_step(head, lambda h=head, f=live: h(f), _leaves(live))
+        note = f"{level}-level" + (", pair: 2 x T/2 tokens" if head_pair_input(name) else "")
+        row = Row(name, step, kind="head", params=_nparams(head), lstm_modules=lstms, note=note)
+        row.dx_fn = step_dx
+        if name == "highway-lstm":
+            row.flop_fn = _with_backend(step, "torch")  # FlopCounterMode cannot see inside the C++ op
+            row.note += f", backend auto ({K._backend.resolve('auto', 'highway_lstm', frozen['hidden'])})"
+        rows.append(row)
+        if name == "highway-lstm" and reference_highway:
+            ref = Row("highway-lstm [torch]", _with_backend(step, "torch"), kind="head", params=_nparams(head),
+                      note="reference per-step loop")
+            rows.append(ref)
+
+    # DenseNet at narrower widths than its default (channels = d): cost only, no accuracy here
+    for ch in cfg.get("densenet_channels", ()):
+        torch.manual_seed(0)
+        head = build_head("densenet", d, 2, channels=ch).to(dev).train()
+        frozen = _features("densenet", B, T, d, dev, False)
+        rows.append(Row(f"densenet channels={ch}", _grad_step(head, lambda h=head, f=frozen: h(f)), kind="variant",
+                        params=_nparams(head), note="cost only (default: channels = d)"))
+
+    # plain LSTMs of the highway head's shape, and one highway layer
+    torch.manual_seed(0)
+    lstm2 = nn.LSTM(d, Hl, num_layers=2, bidirectional=True, batch_first=True).to(dev).train()
+    x = torch.randn(B, T, d, device=dev)
+    xg = x.clone().requires_grad_(True)
+    rows.append(Row(f"nn.LSTM 2x bi {Hl}", _grad_step(lstm2, lambda: lstm2(x)[0]), kind="baseline",
+                    params=_nparams(lstm2), lstm_modules=[lstm2]))
+    from stackft.modeling.heads.highway_lstm import UnidirectionalHighwayLSTM
+
+    layer = nn.ModuleList([UnidirectionalHighwayLSTM(d, Hl), UnidirectionalHighwayLSTM(d, Hl, reverse=True)]).to(dev)
+    lengths = torch.full((B,), T, dtype=torch.long)
+    lstm1 = nn.LSTM(d, Hl, bidirectional=True, batch_first=True).to(dev).train()
+    for suffix, inp, leaves in (("", x, ()), (" -dx", xg, (xg,))):
+        fwd = (lambda i=inp: [layer[0](i, lengths), layer[1](i, lengths)])
+        rows.append(Row(f"highway layer bi{suffix}", _grad_step(layer, fwd, leaves), kind="layer",
+                        params=_nparams(layer),
+                        flop_fn=_with_backend(_grad_step(layer, fwd, leaves, accumulate=True), "torch"),
+                        note=f"in {d}, H {Hl}, backend auto"))
+        lstm_fwd = (lambda i=inp: lstm1(i)[0])
+        rows.append(Row(f"nn.LSTM 1x bi {Hl}{suffix}", _grad_step(lstm1, lstm_fwd, leaves), kind="layer",
+                        params=_nparams(lstm1), lstm_modules=[lstm1],
+                        flop_fn=_grad_step(lstm1, lstm_fwd, leaves, accumulate=True)))
+    return rows
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def _lstm_flops(lstm: nn.LSTM, tokens: int) -> int:
+    """Forward FLOPs of ``lstm`` over ``tokens`` time steps x rows: 2·4H·(in + H) per token, layer, direction."""
+    dirs = 2 if lstm.bidirectional else 1
+    H, total = lstm.hidden_size, 0
+    for layer in range(lstm.num_layers):
+        n_in = lstm.input_size if layer == 0 else H * dirs
+        total += dirs * 2 * tokens * 4 * H * (n_in + H)
+    return total
+
+
+def count_flops(row: Row, fn) -> int:
+    """FLOPs of one ``fn()``, plus the analytic forward+backward of ``row.lstm_modules`` (see module doc)."""
+    from torch.nn.utils.rnn import PackedSequence
+    from torch.utils.flop_counter import FlopCounterMode
+
+    extra = [0]
+
+    def hook(mod, inputs, _out):
+        x = inputs[0]
+        tokens = x.data.shape[0] if isinstance(x, PackedSequence) else x.shape[0] * x.shape[1]
+        extra[0] += _lstm_flops(mod, tokens)
+
+    handles = [m.register_forward_hook(hook) for m in row.lstm_modules]
+    try:
+        with FlopCounterMode(display=False) as fc:
+            fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return fc.get_total_flops(), extra[0]
+
+
+def gflop_fwd_bwd(row: Row) -> float:
+    total, lstm_fwd = count_flops(row, row.flop_fn)
+    return (total + 3 * lstm_fwd) / 1e9
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def _sync(dev) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_round_robin(entries: list[tuple[str, object]], rounds: int, warmup: int, dev):
+    """Every entry once per round, ``warmup`` untimed rounds first -> (wall ms, process CPU ms) lists.
+
+    The CPU time (``time.process_time``: all threads of this process) is what a run costs when the
+    host is shared: with one thread it excludes the time other processes held the core; with two
+    it includes OpenMP's spin-waiting, so it is no speed measure there.
+    """
+    wall = {name: [] for name, _ in entries}
+    cpu = {name: [] for name, _ in entries}
+    for r in range(warmup + rounds):
+        for name, fn in entries:
+            _sync(dev)
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            _sync(dev)
+            t1, c1 = time.perf_counter(), time.process_time()
+            if r >= warmup:
+                wall[name].append((t1 - t0) * 1e3)
+                cpu[name].append((c1 - c0) * 1e3)
+    return wall, cpu
+
+
+def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, heads=None) -> dict:
+    rows = build_rows(cfg, dev, reference_highway=reference_highway, heads=heads)
+    tokens = cfg["B"] * cfg["T"]
+    fl = {}
+    for row in rows:
+        try:
+            fl[row.name] = gflop_fwd_bwd(row)
+        except Exception as e:  # a counter failure must not lose the timings
+            fl[row.name] = None
+            print(f"flop count failed for {row.name}: {type(e).__name__}: {e}", file=sys.stderr)
+    res = {}
+    for n in threads if dev.type == "cpu" else [torch.get_num_threads()]:
+        torch.set_num_threads(n)
+        load0 = os.getloadavg()
+        entries = [(r.name, r.fn) for r in rows] + [(r.name + " [dx]", r.dx_fn) for r in rows if hasattr(r, "dx_fn")]
+        times, cpu_times = time_round_robin(entries, cfg["rounds"], cfg["warmup"], dev)
+        load1 = os.getloadavg()
+        med = {k: statistics.median(v) for k, v in times.items()}
+        cpu_med = {k: statistics.median(v) for k, v in cpu_times.items()}
+        enc = med["encoder"]
+        fc_dx = med.get("fc [dx]")
+        table = []
+        for row in rows:
+            t = times[row.name]
+            e = {"name": row.name, "kind": row.kind, "ms": med[row.name], "low_ms": min(t), "cpu_ms": cpu_med[row.name],
+                 "us_per_token": med[row.name] * 1e3 / tokens, "vs_encoder": med[row.name] / enc,
+                 "params": row.params, "gflop_fwd_bwd": fl[row.name],
+                 "gflop_per_token": None if fl[row.name] is None else fl[row.name] / tokens, "note": row.note}
+            if hasattr(row, "dx_fn"):
+                dx = med[row.name + " [dx]"]
+                e.update(dx_ms=dx, dx_low_ms=min(times[row.name + " [dx]"]), dx_cpu_ms=cpu_med[row.name + " [dx]"])
+                if fc_dx is not None:
+                    e["phase2_step_est"] = (enc + dx) / (enc + fc_dx)
+            table.append(e)
+        L = cfg["lstm"]
+        pairs = {"highway head: torch / auto (speed-up)": ("highway-lstm [torch]", "highway-lstm"),
+                 "highway head / nn.LSTM 2x bi": ("highway-lstm", f"nn.LSTM 2x bi {L}"),
+                 "highway layer bi / nn.LSTM 1x bi": ("highway layer bi", f"nn.LSTM 1x bi {L}"),
+                 "highway layer bi / nn.LSTM 1x bi (x needs grad)": ("highway layer bi -dx", f"nn.LSTM 1x bi {L} -dx")}
+        ratios = {k: {"wall": med[a] / med[b], "cpu": cpu_med[a] / cpu_med[b]}
+                  for k, (a, b) in pairs.items() if a in med and b in med}
+        res[f"threads={n}" if dev.type == "cpu" else dev.type] = {
+            "threads": n, "load_average_before": load0, "load_average_after": load1, "rows": table,
+            "ratios": ratios, "raw_ms": times, "raw_cpu_ms": cpu_times}
+    return res
+
+
+def _md(block: dict) -> str:
+    cols = ["name", "ms", "cpu_ms", "dx_ms", "us_per_token", "vs_encoder", "phase2_step_est", "gflop_fwd_bwd",
+            "params"]
+    return U.table(block["rows"], cols)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny random encoder and shapes (seconds; numbers meaningless)")
+    ap.add_argument("--threads", default="1,2", help="CPU intra-op thread counts, comma list (default 1,2)")
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5; smoke 1)")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="auto: CPU, and CUDA too when a GPU is present")
+    ap.add_argument("--no-reference-highway", action="store_true",
+                    help="skip the slow highway-lstm [torch] row")
+    ap.add_argument("--heads", default=None,
+                    help=f"comma list of heads (default all: {','.join(HEADS)}); fc is always added "
+                         "(the phase-2 estimate divides by it)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the thread blocks already in the output JSON that this run does not measure "
+                         "(e.g. --threads 1 --rounds 5, then --threads 2 --rounds 3 --merge)")
+    ap.add_argument("--out", default=None, help="JSON path (default bench/results/heads-<device>.json; "
+                                                "smoke: the temp folder)")
+    args = ap.parse_args(argv)
+    cfg = dict(SMOKE if args.smoke else FULL)
+    if args.rounds:
+        cfg["rounds"] = args.rounds
+    if args.heads:
+        cfg["densenet_channels"] = ()
+    threads = [int(t) for t in args.threads.split(",")]
+    heads = None
+    if args.heads:
+        heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+        unknown = [h for h in heads if h not in HEADS]
+        if unknown:
+            ap.error(f"--heads: unknown {unknown}; known: {', '.join(HEADS)}")
+        heads = ["fc"] + [h for h in heads if h != "fc"]
+    devs = [torch.device("cpu")] if args.device in ("auto", "cpu") else []
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        devs.append(torch.device("cuda"))
+    ext = _ext.load()
+    for dev in devs:
+        res = {"device": U.device_name() if dev.type == "cuda" else f"cpu: {platform.processor() or platform.machine()}",
+               "host_cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+               "shape": {k: cfg[k] for k in ("B", "T", "d", "lstm")}, "encoder": cfg["encoder"],
+               "rounds": cfg["rounds"], "smoke": args.smoke,
+               "extension": None if ext is None else {"info": ext.info, "highway_isa": K._highway_lstm_cpp.isa(),
+                                                     "highway_gemm": K._highway_lstm_cpp.gemm()},
+               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+               "results": run_device(cfg, dev, threads, reference_highway=not args.no_reference_highway,
+                                     heads=heads)}
+        if args.out:
+            path = Path(args.out)
+            if len(devs) > 1:
+                path = path.with_name(f"{path.stem}-{dev.type}{path.suffix}")
+        elif args.smoke:
+            path = Path(tempfile.gettempdir()) / f"heads-{dev.type}-smoke.json"
+        else:
+            path = U.RESULTS / f"heads-{dev.type}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if args.merge and path.exists():
+            old = json.loads(path.read_text())
+            res["results"] = {**old.get("results", {}), **res["results"]}
+            res["command"] = "; ".join(dict.fromkeys([old.get("command", ""), res["command"]]))
+        path.write_text(json.dumps(res, indent=1) + "\n")
+        for key, block in res["results"].items():
+            if key not in {f"threads={n}" for n in threads} | {"cuda"}:
+                continue
+            print(f"\n## {dev.type} {key}, load {block['load_average_before'][0]:.2f} -> "
+                  f"{block['load_average_after'][0]:.2f}\n")
+            print(_md(block))
+            for k, v in block["ratios"].items():
+                print(f"- {k}: {v['wall']:.2f} (wall), {v['cpu']:.2f} (CPU time)")
+        print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
