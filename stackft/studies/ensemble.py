@@ -26,7 +26,7 @@ from stackft.data.labels import LabelVocab
 from stackft.data.pipeline import encode_examples, read_examples
 from stackft.run_dir import META_FILE, RunDir
 from stackft.tasks import get_task
-from stackft.training.loaders import loader, to_device
+from stackft.training.evaluation import probabilities
 from stackft.training.scoring import score
 
 VOTES = ("soft", "hard")
@@ -63,26 +63,10 @@ def member_probabilities(model, meta: dict, examples, *, batch_size: int = 64, d
     vocab = LabelVocab.from_list(meta["labels"])
     ds = encode_examples(task, examples, model.encoder.tokenizer, vocab, max_length=meta["max_length"],
                          pair_mode=meta.get("pair_mode") or "joint")
-    model.eval()
-    out: dict[int, torch.Tensor] = {}
-    for batch in loader(ds, batch_size, model.encoder.pad_id, shuffle=False):
-        batch = to_device(batch, device)
-        probs = torch.softmax(model(batch).float(), dim=-1).cpu()
-        for row, idx in enumerate(batch["index"].tolist()):
-            if task.level == "token":
-                starts = batch["word_starts"][row]
-                p = probs[row, starts] if starts else probs.new_zeros((0, probs.size(-1)))
-                missing = batch["n_words"][row] - len(starts)
-                if missing:
-                    o = torch.zeros(missing, probs.size(-1))
-                    o[:, vocab.encode("O")] = 1.0
-                    p = torch.cat([p, o])
-                out[idx] = p
-            else:
-                out[idx] = probs[row]
+    probs = probabilities(model, ds, task, meta["labels"], batch_size=batch_size, device=device)
     if task.level == "token":
-        return [out[i] for i in range(len(ds))]
-    return torch.stack([out[i] for i in range(len(ds))]) if len(ds) else torch.zeros(0, len(vocab))
+        return probs
+    return torch.stack(probs) if len(ds) else torch.zeros(0, len(vocab))
 
 
 def _combine(member_probs: list[torch.Tensor], vote: str) -> tuple[torch.Tensor, torch.Tensor]:

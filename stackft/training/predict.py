@@ -44,7 +44,7 @@ from stackft.data.textcls import TextExample
 from stackft.data.unlabelled import BadInput, encode_unlabelled, example_from_value
 from stackft.run_dir import META_FILE, RunDir
 from stackft.tasks import get_task
-from stackft.training.loaders import loader, to_device
+from stackft.training.evaluation import probabilities
 
 __all__ = ["predict_texts", "predict_examples", "iter_predictions", "as_examples", "load_model", "model_meta"]
 
@@ -114,28 +114,9 @@ def _device_of(model) -> torch.device:
         return torch.device("cpu")
 
 
-@torch.no_grad()
 def _probabilities(model, ds, task, labels, batch_size, device, bar) -> list[torch.Tensor]:
     """Per item: ``[C]`` probabilities (sequence tasks) or ``[n_words, C]`` (ner), in item order."""
-    out: dict[int, torch.Tensor] = {}
-    o = labels.index("O") if "O" in labels else 0
-    for batch in loader(ds, batch_size, model.encoder.pad_id, shuffle=False):
-        batch = to_device(batch, device)
-        probs = torch.softmax(model(batch).float(), dim=-1).cpu()
-        for row, idx in enumerate(batch["index"].tolist()):
-            if task.level == "token":
-                starts = batch["word_starts"][row]
-                p = probs[row, starts] if starts else probs.new_zeros((0, probs.size(-1)))
-                missing = batch["n_words"][row] - len(starts)
-                if missing:
-                    cut = torch.zeros(missing, probs.size(-1))
-                    cut[:, o] = 1.0
-                    p = torch.cat([p, cut])
-                out[idx] = p
-            else:
-                out[idx] = probs[row]
-        bar.update(len(batch["index"]))
-    return [out[i] for i in range(len(ds))]
+    return probabilities(model, ds, task, labels, batch_size=batch_size, device=device, on_batch=bar.update)
 
 
 def _record(task, example, p: torch.Tensor, labels: list[str], item_id, n_kept: int | None) -> dict:
