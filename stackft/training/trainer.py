@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from stackft import distributed as D
 from stackft.cache.build import cache_root
 from stackft.cache.prefetch import prefetch
-from stackft.cache.source import CachedFeatures, check_placement
+from stackft.cache.source import CachedFeatures
 from stackft.config import TrainConfig
 from stackft.data.pipeline import TaskData, load_task_data
 from stackft.data.subset import SubsetView
@@ -205,16 +205,10 @@ class Trainer:
         self.dist = D.init(cfg.device)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
-        if cfg.grad_accum < 1:
-            raise ValueError(f"grad_accum must be >= 1, got {cfg.grad_accum}")
-        check_placement(cfg.cache_placement)
-        if cfg.cache_prefetch is not None and cfg.cache_prefetch < 0:
-            raise ValueError(f"cache_prefetch must be >= 0, got {cfg.cache_prefetch}")
         self.phases = plan_phases(cfg.strategy, cfg)
         if sum(p.epochs for p in self.phases) < 1:
             raise ValueError(f"strategy {cfg.strategy!r} with these epoch settings trains for 0 epochs")
-        ignored = getattr(strategies, "ignored_settings", None)
-        for msg in (ignored(cfg) if ignored is not None else []):
+        for msg in strategies.ignored_settings(cfg):
             warnings.warn(msg, ConfigWarning, stacklevel=2)
         self.callbacks = CallbackList(callbacks)
         from stackft.training.tensorboard import add_reporting_callbacks  # cfg.report_to
@@ -444,6 +438,11 @@ class Trainer:
         if "nonfinite" in (info := self.run_dir.read_run_info() or {}):
             info.pop("nonfinite")  # resumed past it: last/ now holds the settings (lrs) to compare with
             self.run_dir.write_run_info(info)
+
+    def save_model(self, path, *, kind: str = "extra", metrics: dict | None = None) -> None:
+        """Write the model as it is now as a checkpoint folder ``path`` (loadable with :func:`load_trained`);
+        for callbacks that keep extra checkpoints. ``on_save`` is called with ``kind``."""
+        self._save(kind, path, self._meta(metrics))
 
     def _save(self, kind: str, path, meta, state=None) -> None:
         """Rank 0 writes a checkpoint (atomically); other ranks do nothing. Every rank calls on_save.
@@ -690,7 +689,7 @@ class Trainer:
         epoch_steps = [sampler.num_batches(e) for e in range(phase.epochs)]
         scheduler = make_scheduler(optimizer, cfg.schedule, total_steps=sum(epoch_steps), warmup_proportion=cfg.warmup)
         stopper = PhaseStopper(mode=phase.stop_mode, gap_tol=cfg.gap_tol, patience=cfg.patience,
-                               gap_z=getattr(cfg, "gap_z", PhaseStopper.gap_z),
+                               gap_z=cfg.gap_z,
                                min_steps=min(self._eval_points(epoch_steps[0])) if epoch_steps else 0)
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
