@@ -308,7 +308,7 @@ _FLOAT_RANGE = {
     "phase1_lr": (0, None, True, True), "phase2_lr": (0, None, True, True), "phase2_head_lr": (0, None, True, True),
     "pet_lr": (0, None, True, True), "weight_decay": (0, None, True, True), "clip": (0, None, True, True),
     "gap_tol": (0, None, True, True), "gap_z": (0, None, False, True), "layer_decay": (0, None, False, True),
-    "dropout": (0, 1, True, False), "warmup": (0, 1, True, True), "handoff_probe": (0, 1, False, True),
+    "dropout": (0, 1, True, False), "warmup": (0, 1, True, True), "handoff_probe": (0, 1, False, False),
 }
 _WHAT = {"strategy": "strategy", "stop_mode": "stop mode", "optimizer": "optimizer", "schedule": "schedule",
          "cache_dtype": "cache dtype", "cache_placement": "cache placement", "on_error": "on-error mode",

@@ -46,10 +46,10 @@ class CandidateKeeper(TrainerCallback):
         self.phase_index = phase_index
 
     def on_evaluate(self, trainer, phase, record: dict) -> None:
-        if trainer.pos.phase != self.phase_index and record["phase"] != trainer.phases[self.phase_index].name:
+        if phase is not trainer.phases[self.phase_index]:
             return
         path = candidate_dir(trainer.out, record["step"])
-        trainer._save("candidate", path, trainer._meta(record["dev"]))
+        trainer.save_model(path, kind="candidate", metrics=record["dev"])
 
 
 def candidate_dir(run_root, step: int) -> Path:
@@ -87,9 +87,9 @@ def search_handoff(cfg: TrainConfig, *, out_dir, candidates: int = 3, probe_frac
     points to probe; ``probe_fraction``: the share of phase 2's optimizer steps each probe runs.
     The final model is ``report["final_run"]/best``.
     """
-    from stackft.training import checkpoint as ckpt
+    from stackft.modeling.encoders import load_encoder
     from stackft.training.strategies import plan_phases
-    from stackft.training.trainer import Trainer
+    from stackft.training.trainer import Trainer, load_run_data
 
     phases = plan_phases(cfg.strategy, cfg)
     if len(phases) != 2 or phases[0].train_encoder or phases[0].pet or phases[0].reload_encoder:
@@ -110,14 +110,17 @@ def search_handoff(cfg: TrainConfig, *, out_dir, candidates: int = 3, probe_frac
     # the sub-runs follow the stop rule; the search is this function
     base = dataclasses.replace(cfg, stop_after_phase=None, max_steps_this_run=None, handoff="rule")
 
+    # one encoder and one encoding of the data for every part; each part starts from the pretrained weights
+    if encoder is None:
+        encoder = load_encoder(cfg.encoder, layers=cfg.layers, dropout=cfg.dropout)
+    if data is None:
+        data = load_run_data(cfg, encoder.tokenizer)
+    pristine = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+
     def run(part: str, run_cfg: TrainConfig, extra_callbacks=()):
-        nonlocal encoder, data
         t0 = time.perf_counter()
-        if encoder is not None:
-            _restore(encoder, pristine)
+        _restore(encoder, pristine)
         trainer = Trainer(run_cfg, encoder=encoder, data=data, callbacks=[*extra_callbacks, *callbacks])
-        if encoder is None:
-            encoder, data = trainer.encoder, trainer.data
         result = trainer.fit(resume=True)
         wall = time.perf_counter() - t0
         prev = report["parts"].get(part, {})
@@ -126,26 +129,19 @@ def search_handoff(cfg: TrainConfig, *, out_dir, candidates: int = 3, probe_frac
         write_json(report_path, report)
         return trainer, result
 
-    pristine = None if encoder is None else {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-
     # 1. phase 1 once, keeping a candidate at each evaluation
     p1_dir = out / "phase1"
     if report["parts"].get("phase1", {}).get("status") != "paused":
         trainer, _ = run("phase1", dataclasses.replace(base, output_dir=str(p1_dir), stop_after_phase=0),
                          [CandidateKeeper(0)])
-        if pristine is None:
-            pristine = {k: v.detach().clone() for k, v in trainer.encoder.state_dict().items()}
         p1_name = trainer.phases[0].name
         evals = [r for r in trainer.history if r["phase"] == p1_name]
-        chosen = ckpt.read_meta(RunDir(p1_dir).phase_end(p1_name)).get("position", {}).get("phase_step")
-        stop_rule_step = _chosen_step(evals, chosen)
+        stop_rule_step = _chosen_step(evals)
         report["phase1"] = {"evaluations": [{"step": r["step"], "dev": r["dev"], "train": r.get("train"),
                                              "stop_rule": r.get("stop_rule")} for r in evals],
                             "stop_rule_choice": stop_rule_step}
         report["candidates"] = pick_candidates(evals, candidates, stop_rule_step)
         write_json(report_path, report)
-    elif pristine is None and encoder is not None:
-        pristine = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
 
     # 2. probes: phase 2 for probe_fraction of its steps from each candidate
     probe_steps = None
@@ -181,18 +177,18 @@ def search_handoff(cfg: TrainConfig, *, out_dir, candidates: int = 3, probe_frac
     report["summary"] = RunDir(final_dir).read_summary()
     report["total"] = _total(report)
     write_json(report_path, report)
-    if encoder is not None and pristine is not None:
-        _restore(encoder, pristine)
+    _restore(encoder, pristine)
     return report
 
 
-def _chosen_step(evals: list[dict], phase_end_step) -> int | None:
-    """The step of the evaluation the stop rule chose (the last one whose stop_rule names it)."""
+def _chosen_step(evals: list[dict]) -> int | None:
+    """The step of the evaluation the stop rule chose: its last ``stop_rule`` record names it; the
+    ``fixed`` rule (no records) ends on the last evaluation."""
     for r in reversed(evals):
         rule = r.get("stop_rule") or {}
         if rule.get("chosen_step") is not None:
             return rule["chosen_step"]
-    return evals[-1]["step"] if evals else phase_end_step
+    return evals[-1]["step"] if evals else None
 
 
 def _seed_probe(p1_dir: Path, r_dir: Path, step: int) -> None:

@@ -97,3 +97,27 @@ def test_stackft_train_handoff_search_runs_the_search(encoder_and_data, tmp_path
                  "--handoff-candidates", "4", "--handoff-probe", "0.2", "--output-dir", str(tmp_path / "o")]) == 0
     assert seen["candidates"] == 4 and seen["probe_fraction"] == 0.2 and seen["out_dir"] == str(tmp_path / "o")
     assert seen["cfg"].handoff == "search"
+
+
+def test_search_resumed_without_an_encoder_loads_its_own(tmp_path, tiny_encoder_dir):
+    """The CLI passes no encoder or data: a search resumed after phase 1 must load them itself."""
+    import json
+    import shutil
+
+    train = write_keyword_csv(tmp_path / "train.csv", 48, seed=0)
+    dev = write_keyword_csv(tmp_path / "dev.csv", 16, seed=1)
+    cfg = TrainConfig(output_dir="unused", encoder=str(tiny_encoder_dir), train_path=train, dev_path=dev,
+                      max_length=24, **BASE)
+    out = tmp_path / "s"
+    first = H.search_handoff(cfg, out_dir=out, candidates=2, probe_fraction=0.25)
+    # forget the probes, as if the first call had died right after phase 1
+    report = json.loads((out / H.HANDOFF_FILE).read_text())
+    report["probes"], report["parts"] = {}, {"phase1": report["parts"]["phase1"]}
+    for key in ("chosen", "final_run", "summary", "total", "probe_steps"):
+        report.pop(key, None)
+    (out / H.HANDOFF_FILE).write_text(json.dumps(report))
+    for step in first["candidates"]:
+        shutil.rmtree(out / f"probe-step-{step}")
+    again = H.search_handoff(cfg, out_dir=out, candidates=2, probe_fraction=0.25)
+    assert again["candidates"] == first["candidates"] and set(again["probes"]) == set(first["probes"])
+    assert RunDir(again["final_run"]).is_finished()
