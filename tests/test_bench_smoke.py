@@ -222,3 +222,12 @@ def test_reproduce_resume_rule_is_the_library_rule(tmp_path):
     run_dir.config.write_text(json.dumps({**saved, "phase2_lr": 1e-4}))
     with pytest.raises(SystemExit, match="phase2_lr"):
         run.check_same_config(run_dir.root, cfg)
+
+
+def test_gap_rule_bench_smoke(tmp_path):
+    """bench_gap_rule.py: the old rule fires on noise far more often than gap_se, which falls with z."""
+    r = _run([str(BENCH / "bench_gap_rule.py"), "--sequences", "200"], tmp_path)
+    res = json.loads(r.stdout)
+    assert res["gap(tol=0.02)"] > 0.5
+    assert res["gap_se(z=2.0)"] >= res["gap_se(z=2.5)"] >= res["gap_se(z=3.0)"]
+    assert res["gap_se(z=2.5)"] < 0.15
