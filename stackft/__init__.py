@@ -19,6 +19,7 @@ __version__ = "0.2.0"
 _API = {
     "TrainConfig": "stackft.config",
     "RunDir": "stackft.run_dir",
+    "RunFolderInUse": "stackft.run_dir",
     "get_task": "stackft.tasks",
     "load_task_data": "stackft.data.pipeline",
     "Encoder": "stackft.modeling.encoders",

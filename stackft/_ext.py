@@ -31,13 +31,14 @@ import logging
 import os
 import sys
 import threading
-import time
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from stackft import _fs
 
 log = logging.getLogger(__name__)
 
@@ -133,49 +134,26 @@ def build_lock(build_dir, timeout: float | None = None):
     """
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): torch's own lock file only
-        yield
-        return
     timeout = lock_timeout() if timeout is None else timeout
-    path = build_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def on_wait(holder):
+        print(f"stackft: waiting for another process building the C++ extension in {build_dir} "
+              f"({holder}; at most {timeout:.0f}s)", file=sys.stderr, flush=True)
+
+    held = ExitStack()
     try:
-        start, told = time.monotonic(), False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _lock_holder(path)
-                if time.monotonic() - start >= timeout:
-                    raise TimeoutError(
-                        f"waited {timeout:.0f}s for the C++ extension build lock {path} (held by {holder}); "
-                        f"if no build is running, delete the lock file; set STACKFT_EXT_LOCK_TIMEOUT to wait "
-                        f"longer, or STACKFT_NO_EXT=1 to use the PyTorch fallback") from None
-                if not told:
-                    told = True
-                    print(f"stackft: waiting for another process building the C++ extension in {build_dir} "
-                          f"({holder}; at most {timeout:.0f}s)", file=sys.stderr, flush=True)
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        held.enter_context(_fs.exclusive_lock(build_dir / LOCK_FILE, timeout=timeout, on_wait=on_wait))
+    except _fs.LockHeld as e:
+        raise TimeoutError(
+            f"waited {timeout:.0f}s for the C++ extension build lock {e.path} (held by {e.holder}); "
+            f"if no build is running, delete the lock file; set STACKFT_EXT_LOCK_TIMEOUT to wait "
+            f"longer, or STACKFT_NO_EXT=1 to use the PyTorch fallback") from None
+    with held:
         baton = build_dir / TORCH_BATON
         if baton.exists():  # every builder holds our lock first: this one's holder is gone
             log.warning("stackft: removing %s, left by a build that was killed", baton)
             baton.unlink(missing_ok=True)
         yield
-    finally:
-        os.close(fd)  # releases the flock
-
-
-def _lock_holder(path: Path) -> str:
-    try:
-        pid = path.read_text().strip()
-    except OSError:
-        pid = ""
-    return f"pid {pid}" if pid.isdigit() else "another process"
 
 
 def _build_info() -> str:

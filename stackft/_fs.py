@@ -13,6 +13,12 @@
   at a precise moment. The points: ``checkpoint.swap.<folder>`` (between the two renames that replace
   a checkpoint folder, e.g. ``checkpoint.swap.last``) and ``cache.build`` (after each batch a cache
   build has written).
+- **Locks.** :func:`exclusive_lock` holds an OS lock (``fcntl.flock``) on a lock file, so two
+  processes never train into one run folder or build one cache at once. The kernel releases it when
+  its holder dies, however it dies: a lock file left by a killed process is simply taken again
+  (stale-lock recovery needs no clean-up, and a note says whose it was). The file names its holder
+  (pid, host, start time) for the message the next process prints, and is deleted on a clean
+  release. Where ``flock`` does not exist (Windows) nothing is locked.
 - :func:`sha256_file`: the checksum caches and checkpoints record.
 """
 
@@ -27,6 +33,7 @@ import signal
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 FAULT_ENV = "STACKFT_FAULT"
@@ -43,6 +50,86 @@ class DiskSpaceError(OSError):
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()
+
+
+class LockHeld(OSError):
+    """Another live process holds the lock ``path`` (``holder``: its pid, host and start time, as it wrote them)."""
+
+    def __init__(self, path, holder: str):
+        super().__init__(errno.EWOULDBLOCK, f"{path} is held by {holder}")
+        self.path, self.holder = Path(path), holder
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def lock_holder(path) -> str:
+    """Who holds (or last held) the lock file ``path``: ``pid N on HOST since TIME``, or "another process"."""
+    try:
+        pid, host, since = (Path(path).read_text().split() + ["", "", ""])[:3]
+    except OSError:
+        return "another process"
+    if not pid.isdigit():
+        return "another process"
+    return f"pid {pid}" + (f" on {host}" if host else "") + (f" since {since}" if since else "")
+
+
+@contextmanager
+def exclusive_lock(path, *, timeout: float = 0.0, on_wait=None, poll: float = 0.1):
+    """Hold the OS lock on the file ``path`` (created if missing) for the ``with`` block.
+
+    Waits at most ``timeout`` seconds for another holder (0: not at all), calling ``on_wait(holder)``
+    once when it starts waiting, then raises :class:`LockHeld`. Yields the previous holder's
+    description when the file was left by a process that ended without releasing it (a stale lock,
+    taken over), else None. A clean release deletes the file (while still holding it, so a process
+    that was waiting on the deleted file notices and locks the new one instead): a lock file only
+    exists while it is held, or after its holder was killed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): nothing to hold
+        yield None
+        return
+    start, told = time.monotonic(), False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = lock_holder(path)
+            if time.monotonic() - start >= timeout:
+                raise LockHeld(path, holder) from None
+            if not told and on_wait is not None:
+                on_wait(holder)
+            told = True
+            time.sleep(poll)
+            continue
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder deleted this file as we got it: lock the one that is there now
+    try:
+        previous = os.read(fd, 200).decode(errors="replace").split()
+        stale = lock_holder(path) if previous and previous[0].isdigit() else None
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+        os.write(fd, f"{os.getpid()} {host_tag()} {since}\n".encode())
+        try:
+            yield stale
+        finally:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def fault_point(name: str) -> None:

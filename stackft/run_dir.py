@@ -14,6 +14,7 @@ A run folder (``TrainConfig.output_dir``) holds::
     last/                checkpoint + state.pt: everything needed to resume
     {phase}_chosen/      checkpoint: the stop rule's current choice while a phase runs
     {phase}_end/         checkpoint: the model the next phase starts from (two-phase strategies)
+    .stackft-run.lock    the lock a training holds while it runs (:meth:`RunDir.lock`)
 
 and a checkpoint folder holds ``model.safetensors`` (weights), ``meta.json`` (config, labels,
 task, metrics, position, run id, data fingerprint, the size and sha256 of every other file) and,
@@ -27,7 +28,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+from stackft import _fs
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -39,6 +44,12 @@ LAST_DIR = "last"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 STATE_FILE = "state.pt"
+LOCK_FILE = ".stackft-run.lock"
+TB_EVENTS = "events.out.tfevents."  # TensorBoard event files written into the run folder
+
+
+class RunFolderInUse(ValueError):
+    """The run folder holds a run a new training would replace, or another process is training into it."""
 
 
 def write_json(path: Path, obj) -> None:
@@ -106,6 +117,75 @@ class RunDir:
 
     def phase_end(self, phase_name: str) -> Path:
         return self.root / f"{phase_name}_end"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    # -- state -------------------------------------------------------------------------------
+    def run_files(self) -> list[Path]:
+        """What a run wrote here (files, checkpoint folders, event files); empty for a folder without a run."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for p in sorted(self.root.iterdir()):
+            name = p.name
+            if name in (CONFIG_FILE, RUN_FILE, METRICS_FILE, SUMMARY_FILE, ENCODER_DIR, BEST_DIR, LAST_DIR) \
+                    or name.startswith(TB_EVENTS) or (p.is_dir() and name.endswith(("_chosen", "_end"))
+                                                        and is_checkpoint(p)):
+                found.append(p)
+        return found
+
+    def holds_run(self) -> bool:
+        """Whether a run was started here (anything of it a new run would replace)."""
+        return bool(self.run_files())
+
+    def describe(self) -> str:
+        """What the run here is, in words: finished (with its best score), interrupted (where), or started."""
+        if self.is_finished():
+            try:
+                summary = self.read_summary() or {}
+            except ValueError:
+                summary = {}
+            best = summary.get("best") if isinstance(summary, dict) else None
+            score = best.get("score") if isinstance(best, dict) else None
+            return "a finished run" + (f" (best dev {summary.get('metric', 'score')} {score:.4g})"
+                                       if isinstance(score, (int, float)) else "")
+        try:
+            pos = self.last_position()
+        except ValueError:
+            pos = None
+        if isinstance(pos, dict) and pos.get("global_step") is not None:
+            return f"an unfinished run (last checkpoint at global step {pos['global_step']})"
+        return "an unfinished run (no checkpoint yet)"
+
+    def clear(self) -> list[Path]:
+        """Delete what a run wrote here (:meth:`run_files`; other files are left alone); returns what went."""
+        gone = self.run_files()
+        for p in gone:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        _fs.clean_stale(self.root)
+        return gone
+
+    @contextmanager
+    def lock(self):
+        """Hold this folder's training lock (:func:`stackft._fs.exclusive_lock`) for the ``with`` block.
+
+        Raises :class:`RunFolderInUse` at once when another live process holds it. Yields the
+        description of a previous holder that died without releasing it (its lock is taken over), or None.
+        """
+        held = ExitStack()
+        try:
+            stale = held.enter_context(_fs.exclusive_lock(self.lock_file))
+        except _fs.LockHeld as e:
+            raise RunFolderInUse(
+                f"{self.root} is in use: another training ({e.holder}) is writing to it. Wait for it to "
+                f"finish, stop it, or train into another output_dir (lock file {e.path})") from None
+        with held:
+            yield stale
 
     # -- readers ----------------------------------------------------------------------------
     def read_config(self) -> dict | None:

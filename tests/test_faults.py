@@ -30,6 +30,13 @@ cache build on a full disk (file-size        CacheWriteError (one line), no temp
 limit: the OS refuses the blocks)
 cache larger than the free space             CacheWriteError before writing; CLI exit 2         test_cache_build_checks_free_space
 missing data path (train, eval)              "data file not found: PATH", exit 2                test_missing_data_path_is_file_not_found
+train into a folder that holds a run         refused, one line naming --resume and --overwrite  test_training_into_a_folder_with_a_run_is_refused
+                                             (nothing touched)
+--overwrite                                  that run's files deleted, other files kept         test_overwrite_replaces_the_run_and_keeps_other_files
+a second training into a folder in use       one line naming the holder's pid, nothing written  test_a_run_folder_in_use_by_another_training_is_refused
+SIGKILL while holding a run folder's lock    the next training takes it over, says so           test_the_lock_of_a_killed_training_is_taken_over
+two processes building one feature cache     the second waits, then opens the first's build;    test_a_cache_being_built_elsewhere_is_waited_for_and_opened
+                                             TimeoutError naming the holder after the timeout
 ===========================================  =================================================  ===========================================
 
 Elsewhere: a resume never continues an earlier run's last/, other settings or other data, never
@@ -437,3 +444,134 @@ def test_missing_data_path_is_file_not_found(trained, tiny_encoder_dir, csvs, ca
     calls = []
     monkeypatch.setattr(hf, "load_hf_examples", lambda source, split, task, **kw: calls.append(source) or ["x"])
     assert read_examples("classification", "hf:nothere.txt") == ["x"] and calls == ["nothere.txt"]
+
+
+# -- run folders: no silent replacement, one training at a time ------------------------------------------
+
+# takes a lock as stackft._fs.exclusive_lock does, then idles ("idle") or dies holding it ("die")
+_HOLD_RUN = r"""
+import os, signal, sys, time
+from stackft import _fs
+with _fs.exclusive_lock(sys.argv[1]):
+    print("held", flush=True)
+    if sys.argv[2] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(300)
+"""
+
+
+def _hold(lock: Path, mode: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_RUN, str(lock), mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+    if proc.stdout.readline().strip() != "held":
+        proc.kill()
+        pytest.fail(f"the lock holder did not start: {proc.stderr.read()[-2000:]}")
+    return proc
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_training_into_a_folder_with_a_run_is_refused(run_copy, tiny_encoder_dir, csvs, capsys, make_tiny_encoder):
+    before = _snapshot(run_copy)
+    rc, err = _cli(_train_argv(tiny_encoder_dir, csvs, run_copy), capsys)
+    line = _one_line_error(rc, err, "train", str(run_copy), "already holds a finished run", "--resume", "--overwrite")
+    assert "best dev accuracy" in line
+    assert _snapshot(run_copy) == before  # nothing touched
+    with pytest.raises(ValueError, match="already holds a finished run"):  # the API says the same
+        Trainer(TrainConfig(output_dir=str(run_copy), train_path=csvs[0], dev_path=csvs[1], max_length=24,
+                            **RUN_CFG), encoder=make_tiny_encoder()).fit()
+    assert _snapshot(run_copy) == before
+
+
+def test_overwrite_replaces_the_run_and_keeps_other_files(run_copy, tiny_encoder_dir, csvs, capsys):
+    (run_copy / "notes.txt").write_text("mine")
+    stale = run_copy / "phase1_end"  # a checkpoint of an earlier two-phase run in the same folder
+    shutil.copytree(run_copy / "best", stale)
+    old_id = json.loads((run_copy / "run.json").read_text())["run_id"]
+    rc, err = _cli(_train_argv(tiny_encoder_dir, csvs, run_copy, "--overwrite"), capsys)
+    assert rc == 0, err
+    assert "--overwrite: deleted the previous run" in err
+    assert (run_copy / "notes.txt").read_text() == "mine" and not stale.exists()
+    assert json.loads((run_copy / "run.json").read_text())["run_id"] != old_id
+    assert (run_copy / "summary.json").exists()
+    with pytest.raises(SystemExit) as exit_:  # one or the other
+        _cli(_train_argv(tiny_encoder_dir, csvs, run_copy, "--overwrite", "--resume"), capsys)
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_run_folder_in_use_by_another_training_is_refused(tmp_path, tiny_encoder_dir, csvs, capsys):
+    from stackft.run_dir import RunDir
+
+    out = tmp_path / "run"
+    proc = _hold(RunDir(out).lock_file, "idle")
+    try:
+        rc, err = _cli(_train_argv(tiny_encoder_dir, csvs, out), capsys)
+        _one_line_error(rc, err, "train", f"{out} is in use", f"pid {proc.pid}")
+        rc, err = _cli(_train_argv(tiny_encoder_dir, csvs, out, "--resume"), capsys)  # --resume waits for no one
+        _one_line_error(rc, err, "train", f"{out} is in use")
+        assert sorted(p.name for p in out.iterdir()) == [".stackft-run.lock"]  # nothing written
+    finally:
+        proc.kill()
+        proc.wait()
+    rc, err = _cli(_train_argv(tiny_encoder_dir, csvs, out), capsys)  # the holder gone, the folder is free
+    assert rc == 0, err
+
+
+def test_the_lock_of_a_killed_training_is_taken_over(tmp_path, tiny_encoder_dir, csvs, capsys):
+    from stackft.run_dir import RunDir
+
+    out = tmp_path / "run"
+    proc = _hold(RunDir(out).lock_file, "die")
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert RunDir(out).lock_file.read_text().startswith(f"{proc.pid} ")  # its pid is still in the file
+    rc, err = _cli(_train_argv(tiny_encoder_dir, csvs, out), capsys)
+    assert rc == 0, err
+    assert f"the previous training (pid {proc.pid}" in err and "taking it over" in err
+    assert not RunDir(out).lock_file.exists()  # released cleanly: deleted, nothing for the next one to report
+
+
+def test_a_cache_being_built_elsewhere_is_waited_for_and_opened(tmp_path, monkeypatch, capfd):
+    """Two trainings asking for one cache: the second waits for the first one's build, then opens it."""
+    import threading
+
+    from stackft.cache import format as cf
+
+    path = tmp_path / "train-cache"
+    builds = []
+    real_build = cf.FeatureCache.build.__func__
+
+    def counted(cls, *a, **k):
+        builds.append(threading.current_thread().name)
+        return real_build(cls, *a, **k)
+
+    monkeypatch.setattr(cf.FeatureCache, "build", classmethod(counted))
+    gate = threading.Event()
+    lock = tmp_path / f".{path.name}.lock"
+
+    def first():  # holds the cache's lock (as a build in another process would) and builds it
+        with _fs.exclusive_lock(lock):
+            gate.set()
+            import time
+
+            time.sleep(0.5)
+            cf.FeatureCache.build(_Enc(), [[1, 2, 3]] * 8, path=path, fingerprint="f", progress=False)
+
+    t = threading.Thread(target=first, name="first")
+    t.start()
+    gate.wait(10)
+    cache = cf.get_or_build(path, _Enc(), [[1, 2, 3]] * 8, fingerprint="f", progress=False)
+    t.join()
+    assert builds == ["first"] and cache.fingerprint == "f"
+    assert "waiting for another process building the feature cache" in capfd.readouterr().err
+    # held for longer than the timeout: a one-line TimeoutError naming the lock
+    monkeypatch.setenv("STACKFT_CACHE_LOCK_TIMEOUT", "0.3")
+    proc = _hold(tmp_path / ".other-cache.lock", "idle")
+    try:
+        with pytest.raises(TimeoutError, match=rf"feature cache .*other-cache by pid {proc.pid}"):
+            cf.get_or_build(tmp_path / "other-cache", _Enc(), [[1]], fingerprint="g", progress=False)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -52,6 +52,8 @@ import logging
 import os
 import platform
 import shutil
+import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -675,12 +677,33 @@ def get_or_build(path: str | os.PathLike, encoder: torch.nn.Module, dataset, *, 
     """Open the cache at ``path`` if valid for ``fingerprint`` (and ``dtype``); else rebuild it.
 
     A stale or corrupt cache is logged and replaced; ``build_kwargs`` go to :meth:`FeatureCache.build`.
+    Builds are serialised by a lock beside the cache (``.{name}.lock``): a second process asking for
+    the same cache waits for the first one's build (at most ``$STACKFT_CACHE_LOCK_TIMEOUT`` seconds,
+    default 3600) and then opens it instead of building it again.
     """
     cache = open_valid(path, fingerprint=fingerprint, dtype=dtype, verify=verify)
     if cache is not None:
         return cache
-    return FeatureCache.build(encoder, dataset, dtype=dtype, path=path, fingerprint=fingerprint,
-                              **build_kwargs)
+    path = Path(path)
+    timeout = float(os.environ.get("STACKFT_CACHE_LOCK_TIMEOUT", "3600"))
+
+    def on_wait(holder):
+        print(f"stackft: waiting for another process building the feature cache {path} ({holder}; at most "
+              f"{timeout:.0f}s)", file=sys.stderr, flush=True)
+
+    held = ExitStack()
+    try:
+        held.enter_context(_fs.exclusive_lock(path.parent / f".{path.name}.lock", timeout=timeout, on_wait=on_wait))
+    except _fs.LockHeld as e:
+        raise TimeoutError(f"waited {timeout:.0f}s for the build of the feature cache {path} by {e.holder}; if "
+                           f"no build is running, delete {e.path}; set STACKFT_CACHE_LOCK_TIMEOUT to wait longer"
+                           ) from None
+    with held:
+        cache = open_valid(path, fingerprint=fingerprint, dtype=dtype, verify=verify)  # built while we waited?
+        if cache is not None:
+            return cache
+        return FeatureCache.build(encoder, dataset, dtype=dtype, path=path, fingerprint=fingerprint,
+                                  **build_kwargs)
 
 
 def _check_dtype(dtype: str) -> None:

@@ -20,7 +20,11 @@ def register(subparsers) -> None:
     groups = add_config_args(t)
     groups["optimisation"].add_argument("--seed", type=int, default=None,
                                         help="set both --init-seed and --data-seed (wins over either)")
-    groups["running"].add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
+    run = groups["running"].add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its last/ checkpoint")
+    run.add_argument("--overwrite", action="store_true",
+                     help="OUTPUT_DIR holds a run: delete it and start again (without --resume or --overwrite, "
+                          "a folder that holds a run is refused)")
     add_config_file_option(t, groups["running"])  # --config FILE (YAML or JSON); options override it
 
     e = add_command(subparsers, "eval", cmd_eval, help="evaluate a saved checkpoint (e.g. RUN/best) on a data file")
@@ -62,7 +66,7 @@ def cmd_train(args) -> int:
         return 0
     from stackft.training.trainer import Trainer
 
-    summary = Trainer(cfg).fit(resume=args.resume)
+    summary = Trainer(cfg).fit(resume=args.resume, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

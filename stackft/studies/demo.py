@@ -64,7 +64,8 @@ def run_demo(output_dir="runs/demo", *, encoder=None, quick=False, device="auto"
         enc.load_state_dict(pristine)  # each strategy starts from the pretrained weights
         print(f"\n== {name} ==")
         t = time.perf_counter()
-        summary = Trainer(cfg, encoder=enc, data=data, callbacks=[time_left]).fit()
+        # a rerun replaces the demo's runs
+        summary = Trainer(cfg, encoder=enc, data=data, callbacks=[time_left]).fit(overwrite=True)
         summary["wall_time"] = time.perf_counter() - t
         results[name] = summary
     total = time.perf_counter() - t0

@@ -54,7 +54,7 @@ from stackft.data.subset import SubsetView
 from stackft.modeling.encoders import Encoder, is_pretrained, load_encoder
 from stackft.modeling.heads import build_head, head_pair_input
 from stackft.modeling.model import StackModel, task_loss
-from stackft.run_dir import STATE_FILE, RunDir
+from stackft.run_dir import STATE_FILE, RunDir, RunFolderInUse
 from stackft.tasks import get_task
 from stackft.training import checkpoint as ckpt
 from stackft.training import preflight, strategies
@@ -518,8 +518,8 @@ class Trainer:
         info = self.run_dir.read_run_info()
         foreign = resume_checks.foreign_checkpoint(info, meta, last)
         if foreign:
-            raise ValueError(f"cannot resume {self.out}: {foreign}. Start that run again without --resume "
-                             f"(resume=False), or train into another output_dir.")
+            raise ValueError(f"cannot resume {self.out}: {foreign}. Start that run again with --overwrite "
+                             f"(fit(overwrite=True)), or train into another output_dir.")
         saved = meta["config"] if isinstance(meta.get("config"), dict) else self.run_dir.read_config()
         if saved is None:
             return
@@ -542,9 +542,48 @@ class Trainer:
             raise ValueError(f"cannot resume {self.out}: the data differs from what {last} was trained on "
                              f"({change}). Resume with the data it was trained on, or train into another output_dir.")
 
-    def fit(self, resume: bool = False) -> dict:
-        """Train all phases; returns the summary (also written to ``summary.json``)."""
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict:
+        """Train all phases; returns the summary (also written to ``summary.json``).
+
+        ``resume``: continue the run in ``output_dir`` from ``last/`` (a folder without one starts from
+        scratch). A folder that already holds a run is otherwise refused (:class:`RunFolderInUse`,
+        naming both options) unless ``overwrite``, which deletes that run's files first
+        (:meth:`RunDir.clear`; other files stay). While it trains, the folder's lock is held: a second
+        process training into it fails at once with :class:`RunFolderInUse`; the lock of a process
+        that died is taken over (with a note).
+        """
         self.out.mkdir(parents=True, exist_ok=True)
+        with self._hold_run_folder(resume, overwrite):
+            return self._fit(resume)
+
+    @contextlib.contextmanager
+    def _hold_run_folder(self, resume: bool, overwrite: bool):
+        """Rank 0 takes the run folder's lock and applies the resume/overwrite rule; every rank learns the verdict."""
+        held, error = contextlib.ExitStack(), None
+        if self.dist.is_main:
+            try:
+                stale = held.enter_context(self.run_dir.lock())
+                if stale:
+                    self._note(f"{self.out}: the previous training ({stale}) ended without releasing its lock; "
+                               f"taking it over")
+                if not resume and self.run_dir.holds_run():
+                    if not overwrite:
+                        raise RunFolderInUse(
+                            f"{self.out} already holds {self.run_dir.describe()}. Pass --resume (fit(resume=True)) "
+                            f"to continue it, --overwrite (fit(overwrite=True)) to delete it and start again, or "
+                            f"train into another output_dir")
+                    gone = self.run_dir.clear()
+                    self._note(f"--overwrite: deleted the previous run in {self.out} ({len(gone)} entries)")
+            except RunFolderInUse as e:
+                held.close()
+                error = str(e)
+        error = D.broadcast_object(self.dist, error)
+        if error:
+            raise RunFolderInUse(error)
+        with held:
+            yield
+
+    def _fit(self, resume: bool) -> dict:
         state = self._resume() if resume else None
         if state is None:
             info = resume_checks.new_run_info()  # a new run: its checkpoints carry this id

@@ -257,7 +257,7 @@ def test_seeds_independent(study, tmp_path):
         c = trials.trial_config(base, i, d, tmp_path / "order")
         c.max_steps_this_run = 2
         rec = Recorder()
-        Trainer(c, encoder=enc, data=data, callbacks=[rec]).fit()
+        Trainer(c, encoder=enc, data=data, callbacks=[rec]).fit(overwrite=True)
         return rec.seen
 
     assert data_order(0, 0) != data_order(0, 1)  # data seed: another order

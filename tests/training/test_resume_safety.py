@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -61,10 +62,10 @@ def run(tmp_path, data, make_tiny_encoder):
     """``run(resume=False, data=..., callbacks=(), **cfg)`` -> (trainer, result) in tmp_path/run."""
     out = tmp_path / "run"
 
-    def go(resume=False, data=data, callbacks=(), **kw):
+    def go(resume=False, data=data, callbacks=(), overwrite=False, **kw):
         cfg = TrainConfig(output_dir=str(out), **{**STACK, **kw})
         tr = Trainer(cfg, encoder=make_tiny_encoder(), data=data, callbacks=callbacks)
-        return tr, tr.fit(resume=resume)
+        return tr, tr.fit(resume=resume, overwrite=overwrite)
 
     go.out = out
     return go
@@ -87,16 +88,19 @@ def advance_global_rngs():
 
 
 @pytest.mark.parametrize("second", ["same-settings", "other-settings"])
-def test_resume_refuses_the_last_checkpoint_of_an_earlier_run(run, second):
+def test_resume_refuses_the_last_checkpoint_of_an_earlier_run(run, second, tmp_path):
     run(max_steps_this_run=3)  # run A: last/ at step 3
+    a_last = tmp_path / "a-last"
+    shutil.copytree(run.out / "last", a_last)
     b = dict(phase1_lr=STACK["phase1_lr"] * (1 if second == "same-settings" else 3))
-    with pytest.raises(Died):  # run B, started in the same folder, dies before its first checkpoint
-        run(callbacks=[DieAt("on_fit_start")], **b)
-    assert (run.out / "last").exists()  # A's last/ is still there ...
-    with pytest.raises(ValueError, match=r"cannot resume .*last was written by an earlier run .*without --resume"):
-        run(resume=True, **b)  # ... and resuming B must not continue A
+    with pytest.raises(Died):  # run B, started over A, dies before its first checkpoint
+        run(overwrite=True, callbacks=[DieAt("on_fit_start")], **b)
+    assert not (run.out / "last").exists()  # --overwrite deleted A's checkpoints ...
+    shutil.copytree(a_last, run.out / "last")  # ... but A's last/ is back (copied by hand, or an older version)
+    with pytest.raises(ValueError, match=r"cannot resume .*last was written by an earlier run .*with --overwrite"):
+        run(resume=True, **b)  # resuming B must not continue A
     # starting B again (as the message says) works, and its checkpoints carry its own run id
-    tr, res = run(**b)
+    tr, res = run(overwrite=True, **b)
     assert res["status"] == "finished"
     run_id = json.loads((run.out / "run.json").read_text())["run_id"]
     assert json.loads((run.out / "last" / "meta.json").read_text())["run_id"] == run_id == tr.run_id
@@ -165,7 +169,7 @@ def test_resume_after_a_non_finite_loss_may_lower_the_learning_rate(run, capsys)
     assert "nonfinite" not in info and info["lr_changes"][0]["phase1_lr"] == {"then": 1e-2, "now": 1e-3}
     assert json.loads((run.out / "last" / "meta.json").read_text())["config"]["phase1_lr"] == 1e-3
     # without a non-finite loss, learning rates stay fixed on resume
-    run(max_steps_this_run=2)
+    run(max_steps_this_run=2, overwrite=True)
     with pytest.raises(ValueError, match="learning rates may change only when resuming a run that stopped"):
         run(resume=True, phase1_lr=1e-3)
 
@@ -249,7 +253,7 @@ def test_resume_says_what_it_found(run, capsys):
     _, res = run(resume=True, stack_epochs=1)  # nothing there yet
     assert res["status"] == "finished"
     assert f"resume: no checkpoint in {run.out / 'last'}; starting" in capsys.readouterr().err
-    run(max_steps_this_run=3)
+    run(max_steps_this_run=3, overwrite=True)
     capsys.readouterr()
     run(resume=True)
     err = capsys.readouterr().err
