@@ -73,6 +73,9 @@ SUBSAMPLE = {  # (max_train, max_dev) per task and scale; None = all
 # handoff, beside finetune-only; for pairs also joint vs siamese encoding (cells in priority order)
 NOISE_AWARE = dict(stop_mode="gap_se")
 SEARCH = dict(candidates=3, probe_fraction=0.1)
+# finetune-only given twice the epochs: the equal-compute baseline for a stack-and-finetune run that
+# costs more wall time than finetune-only (its phase 1, a heavier head in phase 2)
+TWICE = dict(phase2_epochs=2 * BASE["mid"]["phase2_epochs"])
 
 
 def mid_cells(key: str, heads) -> tuple:
@@ -80,6 +83,7 @@ def mid_cells(key: str, heads) -> tuple:
     if key == "qqp":
         return (
             Cell("finetune-only", "finetune-only", "fc", pair_mode="joint"),
+            Cell("finetune-only-2x", "finetune-only", "fc", overrides=TWICE, pair_mode="joint"),
             Cell("snf-bimpm-joint-gapse", "stack-and-finetune", "bimpm", overrides=NOISE_AWARE, pair_mode="joint"),
             Cell("search-bimpm-joint", "stack-and-finetune", "bimpm", overrides=NOISE_AWARE, pair_mode="joint",
                  handoff=SEARCH),
@@ -95,6 +99,7 @@ def mid_cells(key: str, heads) -> tuple:
     if key == "yahoo":
         return (
             Cell("finetune-only", "finetune-only", "fc"),
+            Cell("finetune-only-2x", "finetune-only", "fc", overrides=TWICE),
             Cell("snf-highway-lstm-gapse", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
                  overrides=NOISE_AWARE),
             Cell("search-highway-lstm", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
@@ -107,6 +112,7 @@ def mid_cells(key: str, heads) -> tuple:
         )
     return (
         Cell("finetune-only", "finetune-only", "fc"),
+        Cell("finetune-only-2x", "finetune-only", "fc", overrides=TWICE),
         Cell("snf-bilstm-gapse", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=NOISE_AWARE),
         Cell("search-bilstm", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=NOISE_AWARE, handoff=SEARCH),
         Cell("snf-bilstm-gap", "stack-and-finetune", "bilstm", heads("bilstm")),
