@@ -76,6 +76,9 @@ SEARCH = dict(candidates=3, probe_fraction=0.1)
 # finetune-only given twice the epochs: the equal-compute baseline for a stack-and-finetune run that
 # costs more wall time than finetune-only (its phase 1, a heavier head in phase 2)
 TWICE = dict(phase2_epochs=2 * BASE["mid"]["phase2_epochs"])
+# phase-2 recipe variants: the head at 10x the encoder's lr, or ELECTRA-style layer-wise lr decay
+HEAD_LR = dict(phase2_head_lr=10 * BASE["mid"]["phase2_lr"])
+LAYER_DECAY = dict(layer_decay=0.8)
 
 
 def mid_cells(key: str, heads) -> tuple:
@@ -116,6 +119,11 @@ def mid_cells(key: str, heads) -> tuple:
         Cell("snf-bilstm-gapse", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=NOISE_AWARE),
         Cell("search-bilstm", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=NOISE_AWARE, handoff=SEARCH),
         Cell("snf-bilstm-gap", "stack-and-finetune", "bilstm", heads("bilstm")),
+        # the phase-2 recipe sweep (cheapest task first): the head at 10x the encoder's lr; layer-wise decay
+        Cell("snf-bilstm-gapse-headlr", "stack-and-finetune", "bilstm", heads("bilstm"),
+             overrides={**NOISE_AWARE, **HEAD_LR}),
+        Cell("snf-bilstm-gapse-ld", "stack-and-finetune", "bilstm", heads("bilstm"),
+             overrides={**NOISE_AWARE, **LAYER_DECAY}),
         Cell("lp-ft", "lp-ft", "linear"),
         Cell("eh-ft-lora", "eh-ft", "fc", overrides=ehft),
     )

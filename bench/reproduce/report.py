@@ -23,6 +23,8 @@ from .plan import BASE, TaskPlan, cell_config
 from .run import read_invocations
 
 DEFAULT_ENCODER_LABEL = "all-MiniLM-L6-v2"
+#: finetune-only with twice the epochs (--scale mid): the equal-compute baseline
+EQUAL_COMPUTE = "finetune-only-2x"
 
 
 def _read(path: Path):
@@ -87,15 +89,7 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
             records = _read_metrics(run)
             p1_evals = [r for r in records if r.get("phase") == "phase1"]
             p2_devs = [r["dev"][metric] for r in records if r.get("phase") == "phase2"]
-            p1_dev = None
-            if p1_evals:  # the evaluation phase 1 ended on (stackft.stopper): plateau = best dev; gap = the
-                cfg_saved = _read(run.config) or {}  # last within tolerance, else the first
-                if all(r.get("train") for r in p1_evals):
-                    tol = cfg_saved.get("gap_tol", 0.02)
-                    ok = [r for r in p1_evals if r["train"][metric] - r["dev"][metric] <= tol]
-                    p1_dev = (ok[-1] if ok else p1_evals[0])["dev"][metric]
-                else:
-                    p1_dev = max(r["dev"][metric] for r in p1_evals)
+            p1_dev = handoff_dev(p1_evals, metric, _read(run.config) or {})
             runs.append({"phase1_stop": p1.get("stop_reason") if run.phase_end("phase1").exists() else None,
                          "phase1_evals": len(p1_evals),
                          "phase1_dev": None if p1_dev is None else 100 * p1_dev,
@@ -106,6 +100,7 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
                          "best_phase": summ["best"].get("phase"), "best_step": summ["best"].get("step"),
                          "phase_times": summ.get("phase_times", {}),
                          "phase_steps": (trial or {}).get("phase_steps", {}),
+                         "compute": summ.get("compute") or {},
                          "wall_time": float((trial or {}).get("wall_time")
                                             or sum(summ.get("phase_times", {}).values()))})
         scores = [r["score"] for r in runs]
@@ -127,10 +122,34 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
             keys = sorted({k for r in runs for k in r["phase_times"]})
             entry["phase_time_mean"] = {k: statistics.fmean(r["phase_times"].get(k, 0.0) for r in runs) for k in keys}
             entry["wall_time_mean"] = statistics.fmean(r["wall_time"] for r in runs)
+            ckeys = sorted({k for r in runs for k, v in r.get("compute", {}).items() if isinstance(v, (int, float))})
+            entry["compute_mean"] = {k: statistics.fmean(float(r.get("compute", {}).get(k, 0)) for r in runs)
+                                     for k in ckeys}
             skeys = list(dict.fromkeys(k for r in runs for k in r.get("phase_steps", {})))
             entry["phase_steps"] = {k: [r.get("phase_steps", {}).get(k, 0) for r in runs] for k in skeys}
         cells[cell.name] = entry
     return cells
+
+
+def handoff_dev(p1_evals: list, metric: str, cfg_saved: dict) -> float | None:
+    """The dev score of the evaluation phase 1 handed to phase 2.
+
+    The stop rule records its choice (``stop_rule.chosen_step``) in every phase-1 record; runs of
+    older versions without it: the last evaluation within the gap tolerance (else the first), or the
+    best dev when there was no train probe (plateau).
+    """
+    if not p1_evals:
+        return None
+    chosen = (p1_evals[-1].get("stop_rule") or {}).get("chosen_step")
+    if chosen is not None:
+        for r in p1_evals:
+            if r.get("step") == chosen:
+                return r["dev"][metric]
+    if all(r.get("train") for r in p1_evals):
+        tol = cfg_saved.get("gap_tol", 0.02)
+        ok = [r for r in p1_evals if r["train"][metric] - r["dev"][metric] <= tol]
+        return (ok[-1] if ok else p1_evals[0])["dev"][metric]
+    return max(r["dev"][metric] for r in p1_evals)
 
 
 def compare(base: dict, other: dict, key: str = "score") -> dict | None:
@@ -219,6 +238,8 @@ def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid
                 comparisons[name] = compare(cells[plan.baseline], c)
                 if secondary:
                     comparisons[name + ":secondary"] = compare(cells[plan.baseline], c, "secondary")
+                if EQUAL_COMPUTE in cells and name != EQUAL_COMPUTE and cells[EQUAL_COMPUTE]["n"]:
+                    comparisons[name + ":2x"] = compare(cells[EQUAL_COMPUTE], c)
                 if any(r.get("phase2_score") is not None for r in c["runs"]):
                     base_as_p2 = {**cells[plan.baseline], "runs": [{**r, "phase2_score": r["score"]}
                                                                    for r in cells[plan.baseline]["runs"]]}
@@ -337,6 +358,10 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
 
     L.append("## Verdicts")
     L.append("")
+    target = target_summary(results)
+    if target:
+        L.extend(target)
+        L.append("")
     for key, t in results["tasks"].items():
         for v in t["verdicts"]:
             L.append(f"- {v}")
@@ -359,14 +384,16 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
                  "among phase-2 evaluations, the model the method actually produces. Δ = paired difference of "
                  "the headline score to finetune-only (same seeds), mean ± sd of the differences.")
         L.append("")
-        sec_hdr = " | token acc. mean ± sd" if t["secondary"] else ""
+        twice = EQUAL_COMPUTE in t["cells"]
+        sec_hdr = (f" | Δ vs {EQUAL_COMPUTE}" if twice else "") + (" | token acc. mean ± sd" if t["secondary"] else "")
+        extra = int(twice) + int(bool(t["secondary"]))
         L.append(f"| cell | strategy | head (options) | N | mean ± sd | raw per seed | best checkpoint from | "
                  f"phase-2 evaluations only | Δ vs finetune-only{sec_hdr} |")
-        L.append("|---|---|---|---|---|---|---|---|---|" + ("---|" if t["secondary"] else ""))
+        L.append("|---|---|---|---|---|---|---|---|---|" + "---|" * extra)
         for name, c in t["cells"].items():
             if not c["n"]:
                 L.append(f"| {name} | {c['strategy']} | {c['head'] or '–'} | 0 | – | – | – | – | –"
-                         + (" | –" if t["secondary"] else "") + " |")
+                         + " | –" * extra + " |")
                 continue
             opts = ", ".join(f"{k}={v}" for k, v in {**c["head_options"], **c["overrides"]}.items())
             head = (c["head"] or "+".join(c["members"])) + (f" ({opts})" if opts else "")
@@ -378,6 +405,9 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
             p2 = "–" if "phase2_mean" not in c else f"{c['phase2_mean']:.2f} ± {c['phase2_sd']:.2f}"
             row = (f"| {name} | {c['strategy']} | {head} | {c['n']} | {c['mean']:.2f} ± {c['sd']:.2f} | {raw} | "
                    f"{where} | {p2} | {delta}")
+            if twice:
+                c2x = t["comparisons"].get(name + ":2x")
+                row += " | " + ("–" if c2x is None else f"{c2x['mean']:+.2f} ± {c2x['sd']:.2f}")
             if t["secondary"]:
                 row += f" | {fmt(c.get('secondary_mean'))} ± {fmt(c.get('secondary_sd'))}"
             L.append(row + " |")
@@ -399,21 +429,37 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
                  "frozen-encoder feature cache; the first run of a split builds it):")
         L.append("")
         keys = sorted({k for c in t["cells"].values() for k in c.get("phase_time_mean", {})})
-        L.append("| cell | " + " | ".join(keys) + " | run wall time | optimizer steps per phase, per run |")
-        L.append("|---|" + "---|" * (len(keys) + 2))
+        base_wall = t["cells"].get("finetune-only", {}).get("wall_time_mean")
+        L.append("| cell | " + " | ".join(keys) + " | run wall time | × finetune-only | optimizer steps | "
+                 "encoder fwd+bwd | encoder fwd only | head-only (cached) | optimizer steps per phase, per run |")
+        L.append("|---|" + "---|" * (len(keys) + 7))
         for name, c in t["cells"].items():
             if c["n"]:
-                pt = c["phase_time_mean"]
+                pt, cm = c["phase_time_mean"], c.get("compute_mean", {})
                 steps = "; ".join(f"{k}: " + ", ".join(map(str, v)) for k, v in c.get("phase_steps", {}).items())
+                ratio = f"{c['wall_time_mean'] / base_wall:.2f}" if base_wall else "–"
+                counts = " | ".join(f"{cm[k]:.0f}" if k in cm else "–" for k in
+                                    ("optimizer_steps", "encoder_forward_backward", "encoder_forward",
+                                     "cached_sequences"))
                 L.append(f"| {name} | " + " | ".join(fmt(pt.get(k), 1) if k in pt else "–" for k in keys)
-                         + f" | {c['wall_time_mean']:.1f} | {steps or '–'} |")
+                         + f" | {c['wall_time_mean']:.1f} | {ratio} | {counts} | {steps or '–'} |")
+        L.append("")
+        L.append("Compute counts are sequences (a pair encoded jointly is one) per run, means over seeds: "
+                 "\"encoder fwd+bwd\" the training passes through a trainable encoder, \"encoder fwd only\" "
+                 "evaluations of live models, \"head-only\" phase-1 training, train-probe and dev sequences "
+                 "served from the feature cache (no encoder). Not counted: the cache build, one encoder forward "
+                 "over the train and dev sets, done once per task and shared by every run (\"phase1_cache\" "
+                 "above is its time, in the first run only). Wall times are from a machine shared with other work "
+                 "(see the note above): compare the counts when they disagree.")
         L.append("")
         p1 = [(name, phase1_summary(c["runs"])) for name, c in t["cells"].items() if c["n"]]
         p1 = [(n, x) for n, x in p1 if x]
         if p1:
-            L.append("How phase 1 ended, per run (stack-and-finetune: the gap rule, tolerance "
-                     f"{results['gap_tol']}; lp-ft / eh-ft: plateau of dev), and the dev score (×100) of the "
-                     "model phase 2 starts from (eh-ft: with its LoRA module, which phase 2 drops):")
+            L.append("How phase 1 ended, per run (stack-and-finetune: the cell's stop rule, `gap` with the fixed "
+                     f"tolerance {results['gap_tol']} or `gap_se`, the gap against `gap_z` standard errors of the "
+                     "two scores once dev stopped improving beyond its own; lp-ft / eh-ft: plateau of dev), and "
+                     "the dev score (×100) of the model phase 2 starts from (eh-ft: with its LoRA module, which "
+                     "phase 2 drops):")
             L.append("")
             for name, x in p1:
                 L.append(f"- {name}: {x}")
@@ -440,8 +486,74 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
             L.append("")
             L.append(f"The same curves against compute: [{Path(rel_t).name}]({rel_t}).")
             L.append("")
+        deltas = {n: c["diffs"] for n, c in t["comparisons"].items() if c and ":" not in n}
+        if deltas:
+            from stackft.studies.plots import plot_paired_deltas
+
+            png_d = img_dir / f"reproduce-{scale}-{key}-deltas.png"
+            plot_paired_deltas(deltas, png_d, spread=t["cells"]["finetune-only"]["sd"],
+                               title=f"{t['title']}, --scale {scale}: paired Δ to finetune-only per seed",
+                               ylabel=f"Δ dev {metric} (x100) vs finetune-only, same seeds")
+            rel_d = os.path.relpath(png_d, md_path.parent)
+            L.append(f"![{t['title']}: paired differences to finetune-only]({rel_d})")
+            L.append("")
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text("\n".join(L) + "\n")
+
+
+def best_stacked(t: dict) -> dict | None:
+    """The stack-and-finetune cell with the highest paired Δ to finetune-only, and how it stands."""
+    cells, comps = t["cells"], t["comparisons"]
+    base = cells.get("finetune-only", {})
+    options = [(comps[n]["mean"], n) for n, c in cells.items()
+               if c.get("strategy") == "stack-and-finetune" and c.get("n") and comps.get(n)]
+    if not options or not base.get("n"):
+        return None
+    _, name = max(options)
+    c, c2x = comps[name], comps.get(name + ":2x")
+    noise = max(base["sd"], c["sd"])
+    wall = cells[name]["wall_time_mean"] / base["wall_time_mean"] if base.get("wall_time_mean") else None
+    return {"cell": name, "n": c["n"], "delta": c["mean"], "noise": noise, "as_good": c["mean"] >= 0,
+            "ahead": c["wins"] == c["n"] and c["mean"] > noise, "wall_ratio": wall,
+            "delta_2x": None if c2x is None else c2x["mean"],
+            "ahead_of_2x": c2x is not None and c2x["mean"] > 0}
+
+
+def target_summary(results: dict) -> list[str]:
+    """The target of the mid-scale study, task by task, then overall (only with finetune-only runs)."""
+    rows = {k: best_stacked(t) for k, t in results["tasks"].items()}
+    rows = {k: r for k, r in rows.items() if r is not None}
+    if not rows:
+        return []
+    L = ["Target: on dev, paired over ≥ 3 seeds, the best stack-and-finetune cell per task at least as good as "
+         "finetune-only on all three tasks and ahead on at least one by more than the seed spread, at ≤ 1.2× "
+         "finetune-only's wall time or ahead of finetune-only given twice the epochs.", "",
+         "| task | best stack-and-finetune cell | seeds | Δ vs finetune-only | seed spread | × wall time | "
+         f"Δ vs {EQUAL_COMPUTE} |", "|---|---|---|---|---|---|---|"]
+    for k, r in rows.items():
+        wall = "–" if r["wall_ratio"] is None else f"{r['wall_ratio']:.2f}"
+        d2 = "–" if r["delta_2x"] is None else f"{r['delta_2x']:+.2f}"
+        L.append(f"| {results['tasks'][k]['title']} | {r['cell']} | {r['n']} | {r['delta']:+.2f} | "
+                 f"{r['noise']:.2f} | {wall} | {d2} |")
+    L.append("")
+    complete = len(rows) == 3 and all(r["n"] >= 3 for r in rows.values())
+    as_good = all(r["as_good"] for r in rows.values())
+    ahead = [k for k, r in rows.items() if r["ahead"]]
+    budget = all((r["wall_ratio"] is not None and r["wall_ratio"] <= 1.2) or r["ahead_of_2x"] for r in rows.values())
+    met = complete and as_good and ahead and budget
+    why = []
+    if not complete:
+        why.append("not every task has ≥ 3 paired seeds yet")
+    if not as_good:
+        why.append("behind finetune-only on " + ", ".join(k for k, r in rows.items() if not r["as_good"]))
+    if not ahead:
+        why.append("ahead by more than the seed spread nowhere")
+    if not budget:
+        why.append("over 1.2× the wall time without beating finetune-only-2x on "
+                   + ", ".join(k for k, r in rows.items()
+                               if not ((r["wall_ratio"] or 9) <= 1.2 or r["ahead_of_2x"])))
+    L.append("**Target " + ("met**." if met else "not met** (" + "; ".join(why) + ")."))
+    return L
 
 
 def task_verdicts(plan: TaskPlan, t: dict, scale: str) -> list[str]:
@@ -483,6 +595,19 @@ def task_verdicts(plan: TaskPlan, t: dict, scale: str) -> list[str]:
         line += (f" Phase 1 of stack-and-finetune: the gap rule fired in {fired} of {len(snf)} runs, after "
                  f"{ev} evaluation(s); the stacked models phase 2 started from scored {min(p1):.2f}–{max(p1):.2f} "
                  f"on dev ({ref}finetune-only ends at {base['mean']:.2f}).")
+    twice = cells.get(EQUAL_COMPUTE, {})
+    if twice.get("n"):
+        eq = []
+        for name in stack_cells:
+            c2 = comps.get(name + ":2x")
+            if c2 is None or name == EQUAL_COMPUTE:
+                continue
+            eq.append(f"{name} {c2['mean']:+.2f} ({verdict_phrase(c2, twice['sd'])})")
+        if eq:
+            ratio = twice["wall_time_mean"] / base["wall_time_mean"] if base.get("wall_time_mean") else None
+            line += (f" Against {EQUAL_COMPUTE} (finetune-only with twice the epochs, {twice['mean']:.2f} ± "
+                     f"{twice['sd']:.2f}" + (f", {ratio:.2f}× its wall time" if ratio else "") + "): "
+                     + "; ".join(eq) + ".")
     for cell_name, claim in plan.claim:
         c = comps.get(cell_name)
         if c is None:

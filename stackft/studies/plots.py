@@ -168,3 +168,38 @@ def plot_expected_max(curves: dict, out_png, *, budget_per_trial: dict | None = 
     from stackft.studies.plots import save_figure
 
     return save_figure(fig, out_png)
+
+
+def plot_paired_deltas(deltas: dict, out_png, *, title: str = "", ylabel: str = "Δ dev score vs the baseline",
+                       spread: float | None = None) -> Path:
+    """One row per label: each seed's paired difference to a baseline as a dot, their mean as a bar.
+
+    ``deltas``: ``{label: [difference per seed]}`` (same seeds as the baseline, e.g. in points).
+    ``spread``: the baseline's seed standard deviation, drawn as a band around 0 (differences inside
+    it are within seed noise).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [k for k, v in deltas.items() if v]
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.45 * max(len(labels), 1)))
+    if spread:
+        ax.axvspan(-spread, spread, color="0.85", zorder=0, label=f"±1 sd of the baseline ({spread:.2f})")
+    ax.axvline(0.0, color="0.3", linewidth=1)
+    for y, label in enumerate(labels):
+        vals = [float(v) for v in deltas[label]]
+        mean = sum(vals) / len(vals)
+        ax.barh(y, mean, height=0.55, color="tab:green" if mean > 0 else "tab:red", alpha=0.45)
+        ax.plot(vals, [y] * len(vals), "o", color="black", ms=4)
+        ax.annotate(f"{mean:+.2f}", (mean, y), xytext=(4 if mean >= 0 else -4, 0), textcoords="offset points",
+                    ha="left" if mean >= 0 else "right", va="center", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(ylabel)
+    ax.grid(axis="x", alpha=0.3)
+    if spread:
+        ax.legend(loc="best", fontsize="small")
+    ax.set_title(title or "paired differences per seed (dots) and their mean (bars)", fontsize=9)
+    return save_figure(fig, out_png)
