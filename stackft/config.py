@@ -125,7 +125,12 @@ class TrainConfig:
     phase2_lr: float = _field(
         2e-5, group=_PHASES, help="lr of the fine-tuning phase (phase 2, or finetune-only's one phase)")
     phase2_head_lr: float | None = _field(
-        None, group=_PHASES, help="head lr of the fine-tuning phase (default: --phase2-lr)")
+        None, group=_PHASES, help="head lr of the fine-tuning phase (default: --phase2-lr, times "
+                                  "--phase2-head-lr-scale for stack-and-finetune)")
+    phase2_head_lr_scale: float = _field(
+        10.0, group=_PHASES,
+        help="stack-and-finetune without --phase2-head-lr: the head's phase-2 lr is this multiple of --phase2-lr "
+             "(its head was trained in phase 1; 10 measured best on dev, docs/methods.md 4; 1: the encoder's lr)")
     phase2_epochs: int = _field(3, group=_PHASES, help="epochs of the fine-tuning phase (always run in full)")
     stop_mode: str = _field(
         "gap", group=_PHASES, choices=STOP_MODES,
@@ -223,12 +228,16 @@ class TrainConfig:
     })
     # Learning rates may also change when resuming a run that stopped on a non-finite loss (run.json
     # notes it): the resumed optimizer and schedule continue at the new rates.
-    RESUMABLE_AFTER_NONFINITE = frozenset({"phase1_lr", "phase2_lr", "phase2_head_lr", "pet_lr"})
+    RESUMABLE_AFTER_NONFINITE = frozenset({"phase1_lr", "phase2_lr", "phase2_head_lr", "phase2_head_lr_scale",
+                                           "pet_lr"})
+    # Fields added after a release, with the value that reproduces what a config.json written before
+    # them trained (absent there = this value, not today's default).
+    ABSENT_MEANS = {"phase2_head_lr_scale": 1.0}  # 0.2: the head trained at --phase2-lr in phase 2
 
     def changed_for_resume(self, saved: dict) -> list[str]:
         """Fields of ``saved`` (a run's config.json) that differ from this config and decide what is trained."""
         now = self.to_dict()
-        default = TrainConfig().to_dict()
+        default = {**TrainConfig().to_dict(), **self.ABSENT_MEANS}
         return sorted(k for k in set(now) | set(saved)
                       if k not in self.RESUMABLE_CHANGES and saved.get(k, default.get(k)) != now.get(k))
 
@@ -243,7 +252,7 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        d = dict(d)
+        d = {**cls.ABSENT_MEANS, **d}
         if "layers" in d:
             d["layers"] = tuple(d["layers"])
         return cls(**d)
@@ -306,7 +315,7 @@ _INT_AT_LEAST = {
 # float fields: (lowest, highest, lowest included, highest included)
 _FLOAT_RANGE = {
     "phase1_lr": (0, None, True, True), "phase2_lr": (0, None, True, True), "phase2_head_lr": (0, None, True, True),
-    "pet_lr": (0, None, True, True), "weight_decay": (0, None, True, True), "clip": (0, None, True, True),
+    "phase2_head_lr_scale": (0, None, False, True), "pet_lr": (0, None, True, True), "weight_decay": (0, None, True, True), "clip": (0, None, True, True),
     "gap_tol": (0, None, True, True), "gap_z": (0, None, False, True), "layer_decay": (0, None, False, True),
     "dropout": (0, 1, True, False), "warmup": (0, 1, True, True), "handoff_probe": (0, 1, False, False),
 }

@@ -42,11 +42,14 @@ class TaskPlan:
 
 
 BASE = {  # TrainConfig fields per scale, for every cell
+    # cpu and mid were run before stack-and-finetune's head got 10x the encoder's lr in phase 2 by
+    # default (phase2_head_lr_scale, chosen from the mid NER cells *-headlr): they keep the head at the
+    # encoder's lr, and the -headlr cells measure the new default
     "cpu": dict(max_length=64, batch_size=16, eval_batch_size=64, phase1_epochs=3, stack_epochs=6,
-                phase2_epochs=2, phase2_lr=5e-5, evals_per_epoch=2),
+                phase2_epochs=2, phase2_lr=5e-5, evals_per_epoch=2, phase2_head_lr_scale=1.0),
     # hours on 2 CPU cores, over resumable invocations: the whole QQP/Yahoo pools, 2,000 NER sentences
     "mid": dict(max_length=64, batch_size=32, eval_batch_size=128, phase1_epochs=3, stack_epochs=6,
-                phase2_epochs=2, phase2_lr=5e-5, evals_per_epoch=4),
+                phase2_epochs=2, phase2_lr=5e-5, evals_per_epoch=4, phase2_head_lr_scale=1.0),
     "full": dict(),  # the library's defaults (max_length 128, batch 32, 3 + 3 epochs, phase-2 lr 2e-5)
     # plumbing check only (a minute or two): tiny data, one epoch per phase
     "smoke": dict(max_length=32, batch_size=8, eval_batch_size=64, phase1_epochs=1, stack_epochs=1,
@@ -88,6 +91,8 @@ def mid_cells(key: str, heads) -> tuple:
             Cell("finetune-only", "finetune-only", "fc", pair_mode="joint"),
             Cell("finetune-only-2x", "finetune-only", "fc", overrides=TWICE, pair_mode="joint"),
             Cell("snf-bimpm-joint-gapse", "stack-and-finetune", "bimpm", overrides=NOISE_AWARE, pair_mode="joint"),
+            Cell("snf-bimpm-joint-gapse-headlr", "stack-and-finetune", "bimpm", overrides={**NOISE_AWARE, **HEAD_LR},
+                 pair_mode="joint"),
             Cell("search-bimpm-joint", "stack-and-finetune", "bimpm", overrides=NOISE_AWARE, pair_mode="joint",
                  handoff=SEARCH),
             Cell("snf-bimpm-siamese-gap", "stack-and-finetune", "bimpm", pair_mode="siamese"),
@@ -105,6 +110,8 @@ def mid_cells(key: str, heads) -> tuple:
             Cell("finetune-only-2x", "finetune-only", "fc", overrides=TWICE),
             Cell("snf-highway-lstm-gapse", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
                  overrides=NOISE_AWARE),
+            Cell("snf-highway-lstm-gapse-headlr", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
+                 overrides={**NOISE_AWARE, **HEAD_LR}),
             Cell("search-highway-lstm", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
                  overrides=NOISE_AWARE, handoff=SEARCH),
             Cell("snf-highway-lstm-gap", "stack-and-finetune", "highway-lstm", heads("highway-lstm")),

@@ -59,7 +59,9 @@ def _check(strategy: str) -> None:
 def plan_phases(strategy: str, cfg: TrainConfig) -> list[Phase]:
     """The phases ``strategy`` runs under ``cfg``."""
     _check(strategy)
-    ft_head_lr = cfg.phase2_head_lr if cfg.phase2_head_lr is not None else cfg.phase2_lr
+    ft_head_lr = cfg.phase2_head_lr
+    if ft_head_lr is None:  # a head trained in phase 1 moves on at a multiple of the encoder's lr (measured)
+        ft_head_lr = cfg.phase2_lr * (cfg.phase2_head_lr_scale if strategy == "stack-and-finetune" else 1.0)
     if strategy == "finetune-only":
         return [Phase(name="finetune", train_encoder=True, head_lr=ft_head_lr, encoder_lr=cfg.phase2_lr,
                       epochs=cfg.phase2_epochs, stop_mode="fixed")]
@@ -99,6 +101,8 @@ def _unused(strategy: str, phases: list[Phase]) -> dict[str, str]:
             "; phase 1 runs for at most phase1_epochs" if len(phases) > 1 else "")
     if strategy != "eh-ft":
         out.update(dict.fromkeys(("pet", "pet_lr"), "only eh-ft trains a PET method"))
+    if strategy != "stack-and-finetune":
+        out.setdefault("phase2_head_lr_scale", "only stack-and-finetune scales its head's phase-2 lr")
     if strategy != "stack-and-finetune":
         frozen = [p for p in phases if not p.train_encoder]
         out["stop_mode"] = (f"its {'phase 1' if frozen[0].name == 'phase1' else frozen[0].name + ' phase'} "

@@ -104,3 +104,26 @@ def test_plan_phases():
         dataclasses.replace(phase1, stop_mode="val_plateau", encoder_lr=3e-4, pet="bitfit"),
         dataclasses.replace(finetune, reload_encoder=True)]
     assert plan_phases("finetune-only", dataclasses.replace(cfg, phase2_head_lr=None))[0].head_lr == 1e-5
+
+
+def test_stacked_head_moves_on_at_a_multiple_of_the_encoder_lr():
+    """Without --phase2-head-lr, stack-and-finetune's phase 2 gives the head 10x the encoder's lr (measured
+    on dev, docs/methods.md 4); every other strategy, and an explicit head lr, as before."""
+    cfg = TrainConfig(phase2_lr=2e-5)
+    head_lr = {s: plan_phases(s, cfg)[-1].head_lr for s in ("finetune-only", "stack-and-finetune", "lp-ft", "eh-ft")}
+    assert head_lr == pytest.approx({"finetune-only": 2e-5, "stack-and-finetune": 2e-4, "lp-ft": 2e-5,
+                                     "eh-ft": 2e-5})
+    assert plan_phases("stack-and-finetune", dataclasses.replace(cfg, phase2_head_lr_scale=3.0))[1].head_lr \
+        == pytest.approx(6e-5)
+    assert plan_phases("stack-and-finetune", dataclasses.replace(cfg, phase2_head_lr=7e-5))[1].head_lr == 7e-5
+    assert plan_phases("stack-and-finetune", cfg)[1].encoder_lr == 2e-5
+    assert set(ignored(strategy="finetune-only", phase2_head_lr_scale=3.0)) == {"phase2_head_lr_scale"}
+    assert "phase2_head_lr_scale" not in ignored(strategy="stack-and-finetune", phase2_head_lr_scale=3.0)
+
+
+def test_a_config_written_before_the_head_lr_scale_keeps_what_it_trained():
+    old = {k: v for k, v in TrainConfig(strategy="stack-and-finetune").to_dict().items()
+           if k != "phase2_head_lr_scale"}  # a 0.2 config.json
+    assert TrainConfig.from_dict(old).phase2_head_lr_scale == 1.0  # the head trained at the encoder's lr then
+    assert TrainConfig(strategy="stack-and-finetune", phase2_head_lr_scale=1.0).changed_for_resume(old) == []
+    assert TrainConfig(strategy="stack-and-finetune").changed_for_resume(old) == ["phase2_head_lr_scale"]
