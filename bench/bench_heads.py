@@ -10,6 +10,14 @@ rounds) so the rows of one thread count share the machine's load and their ratio
   ``build_head(name, d, 2)``, on features ``[B, T, d]`` (pair heads: two sides of ``T/2`` tokens,
   a joint ``T``-token pair split by segment). ``head_ms``: the features need no grad (phase 1, the
   issue's measurement); ``head_dx_ms``: they do (phase 2, the grad flows on into the encoder);
+  ``cached_ms``: the cached phase-1 step, i.e. the batch's features read through the trainer's
+  feature source (``stackft.cache.source.CachedFeatures``, the memory-mapped placement on CPU) from
+  an on-disk ``FeatureCache`` (fp16, the trainer's default ``cache_dtype``; built in a temp folder
+  from a stand-in encoder returning random ``[B, T, d]``), dequantised to fp32 and padded to the
+  batch's width, then the same head's forward+backward. Pair heads read the siamese layout
+  (sequence 2i = side a, 2i+1 = side b; the trainer's default ``pair_mode`` for pair heads), so the
+  features have the exact shapes of ``head_ms``'s. ``cached_over_head`` = ``cached_ms / ms``
+  (target ≤ 1.15, ``cached_pass``): what is left above 1 is the cache's overhead;
 * ``highway-lstm [torch]``: the same head on the reference's per-step loop (today's CPU path
   before the C++ layer), against ``highway-lstm`` (``backend="auto"``: the C++ layer on CPU);
 * ``nn.LSTM 2x bi 256``: ``nn.LSTM(d, 256, num_layers=2, bidirectional=True)``, the highway
@@ -30,6 +38,7 @@ sum of measured parts (no optimizer step; it is not a trainer measurement).
     python bench/bench_heads.py                      # B=32, T=64, d=384; 1 and 2 threads; CPU (+CUDA if present)
     python bench/bench_heads.py --threads 1 --rounds 7
     python bench/bench_heads.py --smoke --out /tmp/heads.json    # seconds: tiny random encoder and shapes
+    python bench/bench_heads.py --no-cached                      # without the cached phase-1 rows
 
 Writes ``bench/results/heads-<device>.json`` (smoke: ``--out`` or the temp folder, never results/).
 """
@@ -38,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -57,8 +67,11 @@ import stackft.kernels as K  # noqa: E402
 from stackft import _ext  # noqa: E402
 from stackft.modeling.heads import HEADS, build_head, head_level, head_pair_input  # noqa: E402
 
-FULL = dict(B=32, T=64, d=384, lstm=256, encoder="minilm", rounds=5, warmup=1, densenet_channels=(64, 128, 192))
-SMOKE = dict(B=2, T=8, d=32, lstm=16, encoder="random:tiny", rounds=1, warmup=1, densenet_channels=())
+FULL = dict(B=32, T=64, d=384, lstm=256, encoder="minilm", rounds=5, warmup=1, densenet_channels=(64, 128, 192),
+            cache_batches=8)
+SMOKE = dict(B=2, T=8, d=32, lstm=16, encoder="random:tiny", rounds=1, warmup=1, densenet_channels=(), cache_batches=2)
+CACHE_DTYPE = "fp16"  # TrainConfig.cache_dtype's default
+CACHED_TARGET = 1.15  # issue #12: cached phase-1 step <= 1.15x the head's own fwd+bwd on materialised features
 
 
 # --------------------------------------------------------------------------- rows
@@ -135,7 +148,49 @@ def _nparams(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def build_rows(cfg: dict, dev, *, reference_highway: bool = True, heads=None) -> list[Row]:
+class _RandomEncoder(nn.Module):
+    """Stands in for the frozen encoder of a cache build: ``hidden [B, T, d]`` ~ N(0, 1), seeded."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.d, self.g = d, torch.Generator().manual_seed(0)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return torch.randn(*input_ids.shape, self.d, generator=self.g)
+
+
+def cached_source(cfg: dict, dev, root, *, pair: bool):
+    """``(source, batches)``: the trainer's phase-1 feature source over an on-disk cache, and its batches.
+
+    ``cfg["cache_batches"] * B`` examples of ``T`` tokens (pairs: siamese, 2i = side a of ``T/2`` tokens,
+    2i+1 = side b of the rest), every token's features from :class:`_RandomEncoder` stored by
+    ``FeatureCache.build`` in ``CACHE_DTYPE`` under ``root``; ``source`` is ``CachedFeatures`` placed as
+    ``CachedFeatures.for_data`` places it (``cache_placement="auto"``: memory-mapped on CPU). ``batches``:
+    one shuffled epoch of the loader's host-side batches (``index`` and the attention masks, all ``T`` wide,
+    so ``_to_width`` pads nothing); ``source(batch, "train")`` is what a cached train step calls.
+    """
+    from stackft.cache import FeatureCache
+    from stackft.cache.source import CachedFeatures, choose_placement, place
+
+    B, T, d = cfg["B"], cfg["T"], cfg["d"]
+    n, Ta = cfg["cache_batches"] * B, max(1, T // 2)
+    g = torch.Generator().manual_seed(1)
+    lengths = [Ta, T - Ta] * n if pair else [T] * n  # cache order: sequence i, or 2i / 2i+1 for pair i
+    seqs = [torch.randint(1000, 29000, (L,), generator=g).tolist() for L in lengths]
+    cache = FeatureCache.build(_RandomEncoder(d), seqs, dtype=CACHE_DTYPE, batch_size=64, progress=False,
+                               path=Path(root) / ("pairs" if pair else "single"))
+    placement = choose_placement("auto", cache.nbytes, dev)
+    source = CachedFeatures(place({"train": cache, "dev": cache}, placement, dev), pair_input=pair, device=dev,
+                            placement=placement)
+    ones = lambda w: torch.ones(B, w, dtype=torch.long)  # noqa: E731
+    order = torch.randperm(n, generator=g)
+    batches = [{"index": order[k:k + B], **({"a_attention_mask": ones(Ta), "b_attention_mask": ones(T - Ta)}
+                                            if pair else {"attention_mask": ones(T)})} for k in range(0, n, B)]
+    return source, batches
+
+
+def build_rows(cfg: dict, dev, *, reference_highway: bool = True, heads=None, cache_root=None) -> list[Row]:
+    """The rows; ``cache_root``: a folder for the caches of the cached phase-1 rows (None: no such rows)."""
     B, T, d, Hl = cfg["B"], cfg["T"], cfg["d"], cfg["lstm"]
     rows: list[Row] = []
 
@@ -156,6 +211,7 @@ def build_rows(cfg: dict, dev, *, reference_highway: bool = True, heads=None) ->
     rows.append(Row("encoder fwd (no grad)", enc_fwd, kind="encoder", params=_nparams(enc)))
 
     # every head, default options
+    sources = {}  # pair input -> (CachedFeatures, batches): one cache per feature layout, shared by the heads
     for name in heads or list(HEADS):
         level = head_level(name)
         torch.manual_seed(0)
@@ -168,6 +224,15 @@ def build_rows(cfg: dict, dev, *, reference_highway: bool = True, heads=None) ->
         note = f"{level}-level" + (", pair: 2 x T/2 tokens" if head_pair_input(name) else "")
         row = Row(name, step, kind="head", params=_nparams(head), lstm_modules=lstms, note=note)
         row.dx_fn = step_dx
+        if cache_root is not None:
+            pair = head_pair_input(name)
+            if pair not in sources:
+                sources[pair] = cached_source(cfg, dev, cache_root, pair=pair)
+            source, batches = sources[pair]
+            # the trainer's cached forward: model.forward_features(features(batch, "train")) = head(features) for
+            # single-sequence and siamese feature dicts
+            it = itertools.cycle(batches)
+            row.cached_fn = _grad_step(head, lambda h=head, s=source, it=it: h(s(next(it), "train")))
         if name == "highway-lstm":
             row.flop_fn = _with_backend(step, "torch")  # FlopCounterMode cannot see inside the C++ op
             row.note += f", backend auto ({K._backend.resolve('auto', 'highway_lstm', frozen['hidden'])})"
@@ -280,8 +345,8 @@ def time_round_robin(entries: list[tuple[str, object]], rounds: int, warmup: int
     return wall, cpu
 
 
-def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, heads=None) -> dict:
-    rows = build_rows(cfg, dev, reference_highway=reference_highway, heads=heads)
+def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, heads=None, cache_root=None) -> dict:
+    rows = build_rows(cfg, dev, reference_highway=reference_highway, heads=heads, cache_root=cache_root)
     tokens = cfg["B"] * cfg["T"]
     fl = {}
     for row in rows:
@@ -295,6 +360,7 @@ def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, h
         torch.set_num_threads(n)
         load0 = os.getloadavg()
         entries = [(r.name, r.fn) for r in rows] + [(r.name + " [dx]", r.dx_fn) for r in rows if hasattr(r, "dx_fn")]
+        entries += [(r.name + " [cached]", r.cached_fn) for r in rows if hasattr(r, "cached_fn")]
         times, cpu_times = time_round_robin(entries, cfg["rounds"], cfg["warmup"], dev)
         load1 = os.getloadavg()
         med = {k: statistics.median(v) for k, v in times.items()}
@@ -313,6 +379,11 @@ def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, h
                 e.update(dx_ms=dx, dx_low_ms=min(times[row.name + " [dx]"]), dx_cpu_ms=cpu_med[row.name + " [dx]"])
                 if fc_dx is not None:
                     e["phase2_step_est"] = (enc + dx) / (enc + fc_dx)
+            if hasattr(row, "cached_fn"):
+                c, key = med[row.name + " [cached]"], row.name + " [cached]"
+                e.update(cached_ms=c, cached_low_ms=min(times[key]), cached_cpu_ms=cpu_med[key],
+                         cached_over_head=c / med[row.name], cached_over_head_cpu=cpu_med[key] / cpu_med[row.name],
+                         cached_pass=c / med[row.name] <= CACHED_TARGET)
             table.append(e)
         L = cfg["lstm"]
         pairs = {"highway head: torch / auto (speed-up)": ("highway-lstm [torch]", "highway-lstm"),
@@ -328,9 +399,10 @@ def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, h
 
 
 def _md(block: dict) -> str:
-    cols = ["name", "ms", "cpu_ms", "dx_ms", "us_per_token", "vs_encoder", "phase2_step_est", "gflop_fwd_bwd",
-            "params"]
-    return U.table(block["rows"], cols)
+    cols = ["name", "ms", "cpu_ms", "dx_ms", "cached_ms", "cached_over_head", "cached_pass", "us_per_token",
+            "vs_encoder", "phase2_step_est", "gflop_fwd_bwd", "params"]
+    verdict = {True: f"pass (≤ {CACHED_TARGET})", False: f"fail (> {CACHED_TARGET})"}
+    return U.table([{**r, "cached_pass": verdict.get(r.get("cached_pass"))} for r in block["rows"]], cols)
 
 
 def main(argv=None) -> int:
@@ -342,6 +414,8 @@ def main(argv=None) -> int:
                     help="auto: CPU, and CUDA too when a GPU is present")
     ap.add_argument("--no-reference-highway", action="store_true",
                     help="skip the slow highway-lstm [torch] row")
+    ap.add_argument("--no-cached", action="store_true",
+                    help="skip the cached phase-1 step rows (no feature caches are built)")
     ap.add_argument("--heads", default=None,
                     help=f"comma list of heads (default all: {','.join(HEADS)}); fc is always added "
                          "(the phase-2 estimate divides by it)")
@@ -373,11 +447,18 @@ def main(argv=None) -> int:
                "host_cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
                "shape": {k: cfg[k] for k in ("B", "T", "d", "lstm")}, "encoder": cfg["encoder"],
                "rounds": cfg["rounds"], "smoke": args.smoke,
+               "cached": None if args.no_cached else {
+                   "dtype": CACHE_DTYPE, "examples": cfg["cache_batches"] * cfg["B"], "target_max": CACHED_TARGET,
+                   "layout": "single sequences of T tokens; pair heads: siamese (2i = side a, 2i+1 = side b)",
+                   "step": "CachedFeatures(batch, 'train') over an on-disk FeatureCache (placement auto, no "
+                           "prefetch), then the head's fwd+bwd"},
                "extension": None if ext is None else {"info": ext.info, "highway_isa": K._highway_lstm_cpp.isa(),
                                                      "highway_gemm": K._highway_lstm_cpp.gemm()},
                "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-               "results": run_device(cfg, dev, threads, reference_highway=not args.no_reference_highway,
-                                     heads=heads)}
+               "results": None}
+        with tempfile.TemporaryDirectory(prefix="bench-heads-cache-") as tmp:
+            res["results"] = run_device(cfg, dev, threads, reference_highway=not args.no_reference_highway,
+                                        heads=heads, cache_root=None if args.no_cached else tmp)
         if args.out:
             path = Path(args.out)
             if len(devs) > 1:

@@ -119,9 +119,10 @@ def test_kernel_bench_quick(tmp_path, script, section, impls, extra):
 
 
 def test_heads_smoke(tmp_path):
-    """bench_heads.py --smoke: tiny random encoder and shapes; the JSON has every row and ratio."""
+    """bench_heads.py --smoke: tiny random encoder and shapes; the JSON has every row and ratio, and the
+    cached phase-1 step of each head (a pair head included: the siamese cache layout)."""
     out = tmp_path / "heads.json"
-    _run([str(BENCH / "bench_heads.py"), "--smoke", "--threads", "1", "--heads", "highway-lstm",
+    _run([str(BENCH / "bench_heads.py"), "--smoke", "--threads", "1", "--heads", "highway-lstm,bimpm-noctx",
           "--out", str(out)], tmp_path)
     res = _json(out)
     assert {"device", "torch", "shape", "encoder", "extension", "command", "results"} <= set(res) and res["smoke"]
@@ -135,6 +136,12 @@ def test_heads_smoke(tmp_path):
     assert rows["highway-lstm"]["gflop_fwd_bwd"] > 0 and rows["nn.LSTM 2x bi 16"]["gflop_fwd_bwd"] > 0
     assert {"dx_ms", "phase2_step_est"} <= set(rows["highway-lstm"])
     assert "highway layer bi / nn.LSTM 1x bi" in block["ratios"]
+    assert res["cached"]["dtype"] == "fp16" and res["cached"]["target_max"] == 1.15
+    for name in ("fc", "highway-lstm", "bimpm-noctx"):
+        r = rows[name]
+        assert r["cached_ms"] > 0 and isinstance(r["cached_pass"], bool), r
+        assert r["cached_over_head"] == pytest.approx(r["cached_ms"] / r["ms"])
+    assert "cached_ms" not in rows["highway-lstm [torch]"] and "cached_ms" not in rows["encoder"]
 
 
 def test_reproduce_dry_run(tmp_path):

@@ -61,6 +61,7 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
     from stackft.studies.expected import expected_max_curve
     from stackft.studies.study import TRIAL_FILE, trial_id
 
+    excluded = timing_excluded(out)
     cells = {}
     for cell in plan.cells:
         runs = []
@@ -103,7 +104,8 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
                          "compute": summ.get("compute") or {},
                          "curve": encoder_curve(records, metric, (_read(run.config) or {}).get("batch_size", 32)),
                          "wall_time": float((trial or {}).get("wall_time")
-                                            or sum(summ.get("phase_times", {}).values()))})
+                                            or sum(summ.get("phase_times", {}).values())),
+                         "timed": f"{plan.key}/{cell.name}/{tid}" not in excluded})
         scores = [r["score"] for r in runs]
         entry = {"strategy": cell.strategy or "ensemble (soft vote)", "head": cell.head,
                  "head_options": dict(cell.head_options), "overrides": dict(cell.overrides),
@@ -121,10 +123,14 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
                 entry["secondary_mean"] = statistics.fmean(sec)
                 entry["secondary_sd"] = statistics.stdev(sec) if len(sec) > 1 else 0.0
             keys = sorted({k for r in runs for k in r["phase_times"]})
-            entry["phase_time_mean"] = {k: statistics.fmean(r["phase_times"].get(k, 0.0) for r in runs) for k in keys}
-            entry["wall_time_mean"] = statistics.fmean(r["wall_time"] for r in runs)
+            clean = [r for r in runs if r.get("timed", True)]
+            entry["phase_time_mean"] = {k: statistics.fmean(r["phase_times"].get(k, 0.0) for r in clean)
+                                        for k in keys} if clean else {}
+            timed = [r["wall_time"] for r in runs if r.get("timed", True)]
+            entry["wall_time_mean"] = statistics.fmean(timed) if timed else None
             # other work on the machine only ever adds time: the fastest run is the best estimate of a cost
-            entry["wall_time_min"] = min(r["wall_time"] for r in runs)
+            entry["wall_time_min"] = min(timed) if timed else None
+            entry["untimed"] = [r["trial"] for r in runs if not r.get("timed", True)]
             ckeys = sorted({k for r in runs for k, v in r.get("compute", {}).items() if isinstance(v, (int, float))})
             entry["compute_mean"] = {k: statistics.fmean(float(r.get("compute", {}).get(k, 0)) for r in runs)
                                      for k in ckeys}
@@ -172,6 +178,16 @@ def plot_dev_vs_encoder_compute(cells: dict, png: Path, title: str, ylabel: str)
     ax.legend(loc="best", fontsize="small")
     ax.set_title(title, fontsize=9)
     return save_figure(fig, png)
+
+
+TIMING_EXCLUDED = "timing-excluded.json"
+
+
+def timing_excluded(out: Path) -> dict:
+    """``OUT/SCALE/timing-excluded.json``: ``{"TASK/CELL/TRIAL": why}`` for runs whose wall time does not
+    measure them (e.g. trained by two processes at once); their scores count, their times do not."""
+    found = _read(Path(out) / TIMING_EXCLUDED)
+    return found if isinstance(found, dict) else {}
 
 
 def handoff_dev(p1_evals: list, metric: str, cfg_saved: dict) -> float | None:
@@ -247,6 +263,7 @@ def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid
         "base_config": BASE[scale],
         "encoder": encoder_name or DEFAULT_ENCODER_LABEL,
         "gap_tol": cell_config(plans[keys[0]], plans[keys[0]].cells[0], scale, data_root, out, encoder_name).gap_tol,
+        "out": str(out),
         "tasks": {},
     }
     runs_s = 0.0
@@ -481,14 +498,21 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
             if c["n"]:
                 pt, cm = c["phase_time_mean"], c.get("compute_mean", {})
                 steps = "; ".join(f"{k}: " + ", ".join(map(str, v)) for k, v in c.get("phase_steps", {}).items())
-                ratio = f"{c['wall_time_min'] / base_wall:.2f}" if base_wall else "–"
+                ratio = f"{c['wall_time_min'] / base_wall:.2f}" if base_wall and c["wall_time_min"] else "–"
                 counts = " | ".join(f"{cm[k]:.0f}" if k in cm else "–" for k in
                                     ("optimizer_steps", "encoder_forward_backward", "encoder_forward",
                                      "cached_sequences"))
                 L.append(f"| {name} | " + " | ".join(fmt(pt.get(k), 1) if k in pt else "–" for k in keys)
-                         + f" | {c['wall_time_mean']:.1f} | {c['wall_time_min']:.1f} | {ratio} | {counts} | "
+                         + f" | {fmt(c['wall_time_mean'], 1)} | {fmt(c['wall_time_min'], 1)} | {ratio} | {counts} | "
                          f"{steps or '–'} |")
         L.append("")
+        untimed = {n: c["untimed"] for n, c in t["cells"].items() if c.get("untimed")}
+        if untimed:
+            why = timing_excluded(Path(results["out"])) if results.get("out") else {}
+            L.append("Left out of the wall times (their scores count): " + "; ".join(
+                f"{n}/{tr} ({why.get(f'{key}/{n}/{tr}', 'see timing-excluded.json')})"
+                for n, trs in untimed.items() for tr in trs) + ".")
+            L.append("")
         L.append("Compute counts are sequences (a pair encoded jointly is one) per run, means over seeds: "
                  "\"encoder fwd+bwd\" the training passes through a trainable encoder, \"encoder fwd only\" "
                  "evaluations of live models, \"head-only\" phase-1 training, train-probe and dev sequences "
@@ -520,12 +544,12 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
             png = img_dir / f"reproduce-{scale}-{key}.png"
             plot_expected_max(curves, png, title=f"{t['title']}, --scale {scale}: expected max over n runs",
                               ylabel=f"expected max dev {metric} (x100)")
-            budgets = {n: c["wall_time_mean"] for n, c in t["cells"].items() if c["n"]}
+            budgets = {n: c["wall_time_min"] for n, c in t["cells"].items() if c["n"] and c.get("wall_time_min")}
             png_t = img_dir / f"reproduce-{scale}-{key}-time.png"
-            plot_expected_max(curves, png_t, budget_per_trial=budgets,
+            plot_expected_max({n: v for n, v in curves.items() if n in budgets}, png_t, budget_per_trial=budgets,
                               title=f"{t['title']}, --scale {scale}: against compute",
                               ylabel=f"expected max dev {metric} (x100)",
-                              xlabel="budget: n x mean wall seconds per run (ensemble: its three members)")
+                              xlabel="budget: n x the fastest run's wall seconds (ensemble: its three members)")
             rel = os.path.relpath(png, md_path.parent)
             rel_t = os.path.relpath(png_t, md_path.parent)
             L.append(f"![{t['title']}: expected max over n runs]({rel})")
@@ -567,7 +591,8 @@ def best_stacked(t: dict) -> dict | None:
     _, name = max(options)
     c, c2x = comps[name], comps.get(name + ":2x")
     noise = max(base["sd"], c["sd"])
-    wall = cells[name]["wall_time_min"] / base["wall_time_min"] if base.get("wall_time_min") else None
+    wall = (cells[name]["wall_time_min"] / base["wall_time_min"]
+            if base.get("wall_time_min") and cells[name].get("wall_time_min") else None)
     return {"cell": name, "n": c["n"], "delta": c["mean"], "noise": noise, "as_good": c["mean"] >= 0,
             "ahead": c["wins"] == c["n"] and c["mean"] > noise, "wall_ratio": wall,
             "delta_2x": None if c2x is None else c2x["mean"],
@@ -659,7 +684,8 @@ def task_verdicts(plan: TaskPlan, t: dict, scale: str) -> list[str]:
                 continue
             eq.append(f"{name} {c2['mean']:+.2f} ({verdict_phrase(c2, twice['sd'])})")
         if eq:
-            ratio = twice["wall_time_min"] / base["wall_time_min"] if base.get("wall_time_min") else None
+            ratio = (twice["wall_time_min"] / base["wall_time_min"]
+                     if base.get("wall_time_min") and twice.get("wall_time_min") else None)
             line += (f" Against {EQUAL_COMPUTE} (finetune-only with twice the epochs, {twice['mean']:.2f} ± "
                      f"{twice['sd']:.2f}" + (f", {ratio:.2f}× its wall time" if ratio else "") + "): "
                      + "; ".join(eq) + ".")
