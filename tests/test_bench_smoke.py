@@ -184,7 +184,8 @@ def test_reproduce_smoke_scale(tmp_path):
     assert all(c["n"] == 1 for c in cells.values())
     assert res["invocations"][-1]["runs_trained"] == 3
     assert md.read_text().startswith("# Reproduction") and sorted(p.name for p in img.iterdir()) == [
-        "reproduce-smoke-ner-time.png", "reproduce-smoke-ner.png"]
+        "reproduce-smoke-ner-compute.png", "reproduce-smoke-ner-deltas.png", "reproduce-smoke-ner-time.png",
+        "reproduce-smoke-ner.png"]
     _run([*args, "--no-report"], tmp_path)  # resumes: every run folder is finished
     inv = (tmp_path / "runs" / "smoke" / "invocations.jsonl").read_text().splitlines()
     assert json.loads(inv[-1])["runs_trained"] == 0

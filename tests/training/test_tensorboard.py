@@ -83,7 +83,7 @@ def test_a_run_logs_loss_lrs_scores_and_phase_boundaries(csv_file, make_tiny_enc
     head = dict(w.scalars["lr/head"])
     phase1_end = max(s for s, index in w.scalars["phase/index"] if index == 0)
     assert 0 < max(v for s, v in head.items() if s <= phase1_end) <= 1e-2
-    assert 0 < max(v for s, v in head.items() if s > phase1_end) <= 1e-3
+    assert 0 < max(v for s, v in head.items() if s > phase1_end) <= 1e-2  # 10x phase2_lr 1e-3
     enc_tags = {t for t in w.scalars if t.startswith("lr/encoder.layer")}
     assert {"lr/encoder.layer0", "lr/encoder.layer1", "lr/encoder.layer2"} <= enc_tags
     assert all(s > phase1_end for t in enc_tags for s, _ in w.scalars[t])
