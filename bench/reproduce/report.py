@@ -105,7 +105,8 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
                          "curve": encoder_curve(records, metric, (_read(run.config) or {}).get("batch_size", 32)),
                          "wall_time": float((trial or {}).get("wall_time")
                                             or sum(summ.get("phase_times", {}).values())),
-                         "timed": f"{plan.key}/{cell.name}/{tid}" not in excluded})
+                         # why its wall time does not measure it (None: it does)
+                         "untimed_why": excluded.get(f"{plan.key}/{cell.name}/{tid}")})
         scores = [r["score"] for r in runs]
         entry = {"strategy": cell.strategy or "ensemble (soft vote)", "head": cell.head,
                  "head_options": dict(cell.head_options), "overrides": dict(cell.overrides),
@@ -123,14 +124,14 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
                 entry["secondary_mean"] = statistics.fmean(sec)
                 entry["secondary_sd"] = statistics.stdev(sec) if len(sec) > 1 else 0.0
             keys = sorted({k for r in runs for k in r["phase_times"]})
-            clean = [r for r in runs if r.get("timed", True)]
+            clean = [r for r in runs if not r.get("untimed_why")]
             entry["phase_time_mean"] = {k: statistics.fmean(r["phase_times"].get(k, 0.0) for r in clean)
                                         for k in keys} if clean else {}
-            timed = [r["wall_time"] for r in runs if r.get("timed", True)]
+            timed = [r["wall_time"] for r in runs if not r.get("untimed_why")]
             entry["wall_time_mean"] = statistics.fmean(timed) if timed else None
             # other work on the machine only ever adds time: the fastest run is the best estimate of a cost
             entry["wall_time_min"] = min(timed) if timed else None
-            entry["untimed"] = [r["trial"] for r in runs if not r.get("timed", True)]
+            entry["untimed"] = {r["trial"]: r["untimed_why"] for r in runs if r.get("untimed_why")}
             ckeys = sorted({k for r in runs for k, v in r.get("compute", {}).items() if isinstance(v, (int, float))})
             entry["compute_mean"] = {k: statistics.fmean(float(r.get("compute", {}).get(k, 0)) for r in runs)
                                      for k in ckeys}
@@ -263,7 +264,6 @@ def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid
         "base_config": BASE[scale],
         "encoder": encoder_name or DEFAULT_ENCODER_LABEL,
         "gap_tol": cell_config(plans[keys[0]], plans[keys[0]].cells[0], scale, data_root, out, encoder_name).gap_tol,
-        "out": str(out),
         "tasks": {},
     }
     runs_s = 0.0
@@ -508,10 +508,8 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
         L.append("")
         untimed = {n: c["untimed"] for n, c in t["cells"].items() if c.get("untimed")}
         if untimed:
-            why = timing_excluded(Path(results["out"])) if results.get("out") else {}
             L.append("Left out of the wall times (their scores count): " + "; ".join(
-                f"{n}/{tr} ({why.get(f'{key}/{n}/{tr}', 'see timing-excluded.json')})"
-                for n, trs in untimed.items() for tr in trs) + ".")
+                f"{n}/{tr} ({why})" for n, trs in untimed.items() for tr, why in trs.items()) + ".")
             L.append("")
         L.append("Compute counts are sequences (a pair encoded jointly is one) per run, means over seeds: "
                  "\"encoder fwd+bwd\" the training passes through a trainable encoder, \"encoder fwd only\" "

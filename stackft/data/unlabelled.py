@@ -75,6 +75,15 @@ def _lines(data: bytes, max_line_chars: int, keepends: bool = False):
     return iter_lines(io.BytesIO(data), max_line_chars, keepends=keepends)
 
 
+def _text_lines(data: bytes, problems: Problems, max_line_chars: int):
+    """``(line number, text)`` of the non-blank lines; an unreadable line is reported and skipped."""
+    for number, text, problem in _lines(data, max_line_chars):
+        if problem is not None:
+            problems.report(number, problem)
+        elif text.strip():
+            yield number, text
+
+
 def detect_format(task, source, data: bytes | None = None) -> str:
     """The format ``auto`` means for ``source``.
 
@@ -182,12 +191,7 @@ def _conll(task, data, problems: Problems, max_line_chars):
 
 def _line_examples(task, data, problems: Problems, max_line_chars):
     rows = []
-    for number, text, problem in _lines(data, max_line_chars):
-        if problem is not None:
-            problems.report(number, problem)
-            continue
-        if not text.strip():
-            continue
+    for number, text in _text_lines(data, problems, max_line_chars):
         if task == "ner":
             rows.append((_words(text.split(), number), None))
         elif task == "classification":
@@ -204,12 +208,7 @@ def _line_examples(task, data, problems: Problems, max_line_chars):
 
 def _tsv(task, data, problems: Problems, max_line_chars):
     rows = []
-    for number, text, problem in _lines(data, max_line_chars):
-        if problem is not None:
-            problems.report(number, problem)
-            continue
-        if not text.strip():
-            continue
+    for number, text in _text_lines(data, problems, max_line_chars):
         fields = [f.strip() for f in text.split("\t")]
         if len(fields) == 2:
             a, b, pair_id = fields[0], fields[1], None
@@ -347,21 +346,16 @@ def example_from_value(task, value, number: int, max_line_chars: int = MAX_LINE_
 
 def _jsonl(task, data, problems: Problems, max_line_chars):
     rows = []
-    for number, text, problem in _lines(data, max_line_chars):
-        if problem is None and not text.strip():
+    for number, text in _text_lines(data, problems, max_line_chars):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            problems.report(number, f"not valid JSON: {err.msg} (column {err.colno})")
             continue
-        if problem is None:
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                problem = f"not valid JSON: {err.msg} (column {err.colno})"
-        if problem is None:
-            try:
-                rows.append(example_from_value(task, value, number, max_line_chars))
-                continue
-            except BadInput as err:
-                problem = str(err)
-        problems.report(number, problem)
+        try:
+            rows.append(example_from_value(task, value, number, max_line_chars))
+        except BadInput as err:
+            problems.report(number, str(err))
     return rows
 
 
