@@ -190,6 +190,20 @@ def test_reproduce_smoke_scale(tmp_path):
     inv = (tmp_path / "runs" / "smoke" / "invocations.jsonl").read_text().splitlines()
     assert json.loads(inv[-1])["runs_trained"] == 0
 
+    # run folders lost (a fresh clone): the report keeps the runs the previous JSON recorded
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "smoke" / "ner" / "stack-only")
+    report = [*args, "--report-only", "--json", str(js), "--results-md", str(md), "--img-dir", str(img)]
+    _run(report, tmp_path)
+    cells2 = _json(js)["tasks"]["ner"]["cells"]
+    assert cells2["stack-only"]["n"] == 1 and cells2["stack-only"]["runs"][0]["recorded"] is True
+    assert cells2["stack-only"]["runs"][0]["score"] == cells["stack-only"]["runs"][0]["score"]
+    assert not cells2["finetune-only"]["runs"][0].get("recorded")  # its folder is still there
+    assert "Runs kept from the previous record" in md.read_text()
+    _run([*report, "--forget-recorded"], tmp_path)
+    assert _json(js)["tasks"]["ner"]["cells"]["stack-only"]["n"] == 0
+
 
 @pytest.mark.slow
 def test_ddp_smoke(tmp_path):
@@ -230,6 +244,25 @@ def test_reproduce_resume_rule_is_the_library_rule(tmp_path):
     run_dir.config.write_text(json.dumps({**saved, "phase2_lr": 1e-4}))
     with pytest.raises(SystemExit, match="phase2_lr"):
         run.check_same_config(run_dir.root, cfg)
+
+
+def test_reproduce_keeps_recorded_runs_only_for_unchanged_cells():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from reproduce.plan import BASE, Cell
+        from reproduce.report import _same_cell, recorded_runs
+    finally:
+        sys.path.remove(str(BENCH))
+    cell = Cell("x", "stack-and-finetune", "bilstm", {"lstm_hidden": 128}, {"stop_mode": "gap_se"})
+    rec = {"strategy": "stack-and-finetune", "head": "bilstm", "head_options": {"lstm_hidden": 128},
+           "overrides": {"stop_mode": "gap_se"}, "members": [], "runs": [{"trial": "trial-i0-d0", "score": 1.0}]}
+    assert _same_cell(cell, rec)
+    assert not _same_cell(cell, {**rec, "overrides": {"stop_mode": "gap"}})
+    assert not _same_cell(cell, {**rec, "pair_mode": "joint"})  # recorded since pair_mode was stored
+    prev = {"scale": "mid", "base_config": BASE["mid"], "tasks": {"ner": {"cells": {"x": rec}}}}
+    assert recorded_runs(prev, "mid", "ner")["x"][1]["trial-i0-d0"]["score"] == 1.0
+    assert recorded_runs({**prev, "base_config": {**BASE["mid"], "phase2_lr": 1e-4}}, "mid", "ner") == {}
+    assert recorded_runs(prev, "cpu", "ner") == {}
 
 
 def test_gap_rule_bench_smoke(tmp_path):

@@ -82,7 +82,11 @@ def main(argv=None) -> int:
                          "BERT for plumbing checks")
     ap.add_argument("--results-md", default=str(REPO / "docs" / "results.md"))
     ap.add_argument("--img-dir", default=str(REPO / "docs" / "img"))
-    ap.add_argument("--json", default=None, help="default bench/results/reproduce-SCALE.json")
+    ap.add_argument("--json", default=None,
+                    help="default bench/results/reproduce-SCALE.json; runs it records whose folders under OUT are "
+                         "gone are kept in the new report (marked as recorded)")
+    ap.add_argument("--forget-recorded", action="store_true",
+                    help="report only the run folders under OUT, not the runs the previous --json recorded")
     ap.add_argument("--report-only", action="store_true", help="train nothing; rewrite the report from OUT")
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--dry-run", action="store_true",
@@ -135,10 +139,16 @@ def main(argv=None) -> int:
         return 0
     if encoder is None:
         encoder = load_bench_encoder(args.encoder)
+    json_path = Path(args.json) if args.json else REPO / "bench" / "results" / f"reproduce-{args.scale}.json"
+    previous = None
+    if json_path.is_file() and not args.forget_recorded:
+        try:
+            previous = json.loads(json_path.read_text())
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{json_path}:{e.lineno}: not valid JSON ({e.msg}); fix it or pass --forget-recorded")
     results = build_results(scale=args.scale, command=command, note=args.note, seeds=seeds, grid=args.grid,
                             pairs=pairs, plans=plans, keys=keys, data_root=data_root, out=out, encoder=encoder,
-                            encoder_name=args.encoder, t_start=t_start)
-    json_path = Path(args.json) if args.json else REPO / "bench" / "results" / f"reproduce-{args.scale}.json"
+                            encoder_name=args.encoder, t_start=t_start, previous=previous)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=1, default=str))
     write_report(results, Path(args.results_md), Path(args.img_dir))

@@ -101,6 +101,10 @@ def mid_cells(key: str, heads) -> tuple:
                  pair_mode="joint"),
             Cell("snf-sim-transformer-joint-gapse", "stack-and-finetune", "sim-transformer", heads("sim-transformer"),
                  overrides=NOISE_AWARE, pair_mode="joint"),
+            # finetune-only's own head (2 FC on [CLS]) stacked first: phase 1 runs from the cache, so the
+            # method's cost over finetune-only is little more than the cache build
+            Cell("snf-fc-joint-gapse-headlr", "stack-and-finetune", "fc", overrides={**NOISE_AWARE, **HEAD_LR},
+                 pair_mode="joint"),
             Cell("lp-ft", "lp-ft", "linear", pair_mode="joint"),
             Cell("eh-ft-lora", "eh-ft", "fc", overrides=ehft, pair_mode="joint"),
         )

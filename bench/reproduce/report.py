@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from stackft.run_dir import META_FILE, RunDir
 
 from .plan import BASE, TaskPlan, cell_config
-from .run import read_invocations
+from .run import MACHINE_FILE, machine_info, read_invocations
 
 DEFAULT_ENCODER_LABEL = "all-MiniLM-L6-v2"
 #: finetune-only with twice the epochs (--scale mid): the equal-compute baseline
@@ -56,61 +55,74 @@ def phase1_summary(runs: list) -> str:
     return "; ".join(parts)
 
 
-def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None) -> dict:
-    """Per cell: per-run scores (x100), phase times, the expected-max curve."""
+def _same_cell(cell, recorded: dict) -> bool:
+    """Whether a cell of an earlier report was defined as ``cell`` is now (strategy, head, options)."""
+    now = {"strategy": cell.strategy or "ensemble (soft vote)", "head": cell.head,
+           "head_options": dict(cell.head_options), "overrides": dict(cell.overrides),
+           "members": list(cell.members), "pair_mode": cell.pair_mode, "handoff": cell.handoff}
+    return all(json.dumps(now[k], sort_keys=True) == json.dumps(recorded[k], sort_keys=True)
+               for k in now if k in recorded)
+
+
+def recorded_runs(previous: dict | None, scale: str, key: str) -> dict:
+    """``{cell name: (cell record, {trial: run record})}`` from an earlier report's JSON of the same scale
+    and shared settings, for runs whose folders are gone (``runs/`` is not kept with the repository)."""
+    if not previous or previous.get("scale") != scale or previous.get("base_config") != BASE[scale]:
+        return {}
+    cells = (previous.get("tasks", {}).get(key) or {}).get("cells", {})
+    cpu = (previous.get("machine") or {}).get("cpu")  # records written before runs kept their own machine
+    return {name: (c, {r["trial"]: {"machine": cpu, **r} for r in c.get("runs", [])}) for name, c in cells.items()}
+
+
+def merge_invocations(old: list, new: list) -> list:
+    """The training invocations of an earlier record followed by those logged since (no repeats)."""
+    seen = {(i.get("start"), i.get("command")) for i in old}
+    return list(old) + [i for i in new if (i.get("start"), i.get("command")) not in seen]
+
+
+def timing_machine(out: Path, previous: dict | None) -> str | None:
+    """The CPU whose runs the wall times compare: the one that trained most run folders under ``out``
+    (their ``machine.json``; ties: the latest), else the machine of the previous record."""
+    found = {}
+    for f in sorted(Path(out).glob(f"*/*/*/{MACHINE_FILE}"), key=lambda f: f.stat().st_mtime):
+        cpu = (_read(f) or {}).get("cpu")
+        if cpu:
+            found[cpu] = found.pop(cpu, 0) + 1  # re-insert: the latest machine last among equals
+    if found:
+        return max(reversed(found), key=found.get)
+    return ((previous or {}).get("machine") or {}).get("cpu")
+
+
+def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None,
+            recorded: dict | None = None, timing_cpu: str | None = None) -> dict:
+    """Per cell: per-run scores (x100), phase times, the expected-max curve.
+
+    ``recorded`` (:func:`recorded_runs`): a run with no finished folder under ``out`` is taken from it
+    when its cell is defined as it was then; such runs carry ``"recorded": True``. ``timing_cpu``:
+    runs trained on another machine keep their scores but not their wall times.
+    """
     from stackft.studies.expected import expected_max_curve
-    from stackft.studies.study import TRIAL_FILE, trial_id
+    from stackft.studies.study import trial_id
 
     excluded = timing_excluded(out)
+    recorded = recorded or {}
     cells = {}
     for cell in plan.cells:
         runs = []
+        old_cell, old_runs = recorded.get(cell.name, ({}, {}))
+        if not _same_cell(cell, old_cell):
+            old_runs = {}
         for i, d in pairs:
             tid = trial_id(i, d)
-            if cell.strategy is None:
-                row = _read(out / plan.key / cell.name / f"{tid}.json")
-                if row is None:
-                    continue
-                member_wall = 0.0
-                for m in cell.members:
-                    t = _read(out / plan.key / m / tid / TRIAL_FILE) or {}
-                    member_wall += float(t.get("wall_time") or 0.0)
-                runs.append({"trial": tid, "init_seed": i, "data_seed": d,
-                             "score": 100 * row["ensemble"][metric],
-                             "secondary": 100 * row["ensemble"][secondary] if secondary else None,
-                             "phase_times": {"ensemble_predict": row["wall_time"]},
-                             "wall_time": member_wall + row["wall_time"]})
-                continue
-            run = RunDir(out / plan.key / cell.name / tid)
-            summ, trial = _read(run.summary), _read(run.root / TRIAL_FILE)
-            if summ is None or summ.get("status") != "finished":
-                continue
-            dev = summ["best"]["dev"]
-            p1 = (_read(run.phase_end("phase1") / META_FILE) or {}).get("metrics", {})
-            records = _read_metrics(run)
-            p1_evals = [r for r in records if r.get("phase") == "phase1"]
-            p2_devs = [r["dev"][metric] for r in records if r.get("phase") == "phase2"]
-            p1_dev = handoff_dev(p1_evals, metric, _read(run.config) or {})
-            runs.append({"phase1_stop": p1.get("stop_reason") if run.phase_end("phase1").exists() else None,
-                         "phase1_evals": len(p1_evals),
-                         "phase1_dev": None if p1_dev is None else 100 * p1_dev,
-                         # two-phase runs: the best phase-2 evaluation (best/ may be a phase-1 model)
-                         "phase2_score": 100 * max(p2_devs) if p2_devs else None,
-                         "trial": tid, "init_seed": i, "data_seed": d, "score": 100 * dev[metric],
-                         "secondary": 100 * dev[secondary] if secondary else None,
-                         "best_phase": summ["best"].get("phase"), "best_step": summ["best"].get("step"),
-                         "phase_times": summ.get("phase_times", {}),
-                         "phase_steps": (trial or {}).get("phase_steps", {}),
-                         "compute": summ.get("compute") or {},
-                         "curve": encoder_curve(records, metric, (_read(run.config) or {}).get("batch_size", 32)),
-                         "wall_time": float((trial or {}).get("wall_time")
-                                            or sum(summ.get("phase_times", {}).values())),
-                         # why its wall time does not measure it (None: it does)
-                         "untimed_why": excluded.get(f"{plan.key}/{cell.name}/{tid}")})
+            n_before = len(runs)
+            _collect_run(runs, cell, plan, out, tid, i, d, metric, secondary, excluded)
+            if len(runs) == n_before and tid in old_runs:
+                runs.append({**old_runs[tid], "recorded": True})
         scores = [r["score"] for r in runs]
         entry = {"strategy": cell.strategy or "ensemble (soft vote)", "head": cell.head,
                  "head_options": dict(cell.head_options), "overrides": dict(cell.overrides),
-                 "members": list(cell.members), "runs": runs, "n": len(runs)}
+                 "members": list(cell.members), "pair_mode": cell.pair_mode, "handoff": cell.handoff,
+                 "runs": runs, "n": len(runs)}
         if scores:
             entry["mean"] = statistics.fmean(scores)
             entry["sd"] = statistics.stdev(scores) if len(scores) > 1 else 0.0
@@ -123,6 +135,9 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
             if sec:
                 entry["secondary_mean"] = statistics.fmean(sec)
                 entry["secondary_sd"] = statistics.stdev(sec) if len(sec) > 1 else 0.0
+            for r in runs:
+                if timing_cpu and r.get("machine") and r["machine"] != timing_cpu and not r.get("untimed_why"):
+                    r["untimed_why"] = f"trained on {r['machine']}; wall times compare runs of {timing_cpu} only"
             keys = sorted({k for r in runs for k in r["phase_times"]})
             clean = [r for r in runs if not r.get("untimed_why")]
             entry["phase_time_mean"] = {k: statistics.fmean(r["phase_times"].get(k, 0.0) for r in clean)
@@ -139,6 +154,54 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
             entry["phase_steps"] = {k: [r.get("phase_steps", {}).get(k, 0) for r in runs] for k in skeys}
         cells[cell.name] = entry
     return cells
+
+
+def _collect_run(runs: list, cell, plan: TaskPlan, out: Path, tid: str, i: int, d: int, metric: str,
+                 secondary: str | None, excluded: dict) -> None:
+    """Append the record of ``cell``'s finished run ``tid`` (an ensemble: its row) to ``runs``, if any."""
+    from stackft.studies.study import TRIAL_FILE
+
+    if cell.strategy is None:
+        row = _read(out / plan.key / cell.name / f"{tid}.json")
+        if row is None:
+            return
+        member_wall = 0.0
+        for m in cell.members:
+            t = _read(out / plan.key / m / tid / TRIAL_FILE) or {}
+            member_wall += float(t.get("wall_time") or 0.0)
+        runs.append({"trial": tid, "init_seed": i, "data_seed": d,
+                     "score": 100 * row["ensemble"][metric],
+                     "secondary": 100 * row["ensemble"][secondary] if secondary else None,
+                     "phase_times": {"ensemble_predict": row["wall_time"]},
+                     "wall_time": member_wall + row["wall_time"]})
+        return
+    run = RunDir(out / plan.key / cell.name / tid)
+    summ, trial = _read(run.summary), _read(run.root / TRIAL_FILE)
+    if summ is None or summ.get("status") != "finished":
+        return
+    dev = summ["best"]["dev"]
+    p1 = (_read(run.phase_end("phase1") / META_FILE) or {}).get("metrics", {})
+    records = _read_metrics(run)
+    p1_evals = [r for r in records if r.get("phase") == "phase1"]
+    p2_devs = [r["dev"][metric] for r in records if r.get("phase") == "phase2"]
+    p1_dev = handoff_dev(p1_evals, metric, _read(run.config) or {})
+    runs.append({"phase1_stop": p1.get("stop_reason") if run.phase_end("phase1").exists() else None,
+                 "phase1_evals": len(p1_evals),
+                 "phase1_dev": None if p1_dev is None else 100 * p1_dev,
+                 # two-phase runs: the best phase-2 evaluation (best/ may be a phase-1 model)
+                 "phase2_score": 100 * max(p2_devs) if p2_devs else None,
+                 "trial": tid, "init_seed": i, "data_seed": d, "score": 100 * dev[metric],
+                 "secondary": 100 * dev[secondary] if secondary else None,
+                 "best_phase": summ["best"].get("phase"), "best_step": summ["best"].get("step"),
+                 "phase_times": summ.get("phase_times", {}),
+                 "phase_steps": (trial or {}).get("phase_steps", {}),
+                 "compute": summ.get("compute") or {},
+                 "curve": encoder_curve(records, metric, (_read(run.config) or {}).get("batch_size", 32)),
+                 "wall_time": float((trial or {}).get("wall_time")
+                                    or sum(summ.get("phase_times", {}).values())),
+                 "machine": ((_read(run.root / MACHINE_FILE) or {}).get("cpu")),
+                 # why its wall time does not measure it (None: it does)
+                 "untimed_why": excluded.get(f"{plan.key}/{cell.name}/{tid}")})
 
 
 def encoder_curve(records: list, metric: str, batch_size: int) -> list:
@@ -241,11 +304,12 @@ def verdict_phrase(c: dict, base_sd: float) -> str:
 
 def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid: bool, pairs, plans: dict,
                   keys: list[str], data_root: Path, out: Path, encoder, encoder_name: str | None,
-                  t_start: float) -> dict:
+                  t_start: float, previous: dict | None = None) -> dict:
     """Everything the report shows, from the run folders under ``out`` (the JSON record).
 
     ``encoder`` (loaded) tokenizes the dev sets for the data notes; ``encoder_name`` is what the
-    cells' configs record (None: the packaged all-MiniLM-L6-v2).
+    cells' configs record (None: the packaged all-MiniLM-L6-v2). ``previous``: the JSON record of an
+    earlier report; runs (and training invocations) it holds whose folders are gone are kept from it.
     """
     from stackft.data.pipeline import load_task_data, read_examples
     from stackft.tasks import get_task
@@ -254,7 +318,8 @@ def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid
         "scale": scale,
         "command": command,
         "note": note,
-        "invocations": read_invocations(out),
+        "out": str(out),
+        "invocations": merge_invocations((previous or {}).get("invocations", []), read_invocations(out)),
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(),
         "seeds": seeds, "grid": grid,
@@ -267,6 +332,7 @@ def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid
         "tasks": {},
     }
     runs_s = 0.0
+    timing_cpu = results["timing_machine"] = timing_machine(out, previous)
     for key in keys:
         plan = plans[key]
         spec = get_task(plan.task)
@@ -291,7 +357,7 @@ def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid
         if spec.name != "ner":
             labels = [e.label for e in data.dev.examples]
             majority = 100 * max(labels.count(v) for v in set(labels)) / len(labels)
-        cells = collect(plan, pairs, out, spec.metric, secondary)
+        cells = collect(plan, pairs, out, spec.metric, secondary, recorded_runs(previous, scale, key), timing_cpu)
         comparisons = {}
         for name, c in cells.items():
             if name != plan.baseline and c["n"] and cells[plan.baseline]["n"]:
@@ -329,23 +395,6 @@ def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid
 
 
 METRIC_NAMES = {"f1": "entity F1", "accuracy": "accuracy"}
-
-
-def machine_info() -> dict:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"cpu": cpu, "host_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "gpu": gpu, "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def fmt(x: float | None, nd: int = 2) -> str:
@@ -393,9 +442,20 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
     L.append(f"- **Seeds:** {results['seed_note']}. N = {results['n_runs']} runs per cell.")
     tw = results["timing"]
     total_inv = sum(i["wall_s"] for i in inv)
-    L.append(f"- **Wall time:** {total_inv / 60:.1f} min over the training invocation(s) above (everything: "
-             f"encoder and data loading, cache builds, training, evaluation, ensembles); "
-             f"{tw['runs_s'] / 60:.1f} min of that inside the runs themselves.")
+    if inv:
+        L.append(f"- **Wall time:** {total_inv / 60:.1f} min over the training invocation(s) above (everything: "
+                 f"encoder and data loading, cache builds, training, evaluation, ensembles); "
+                 f"{tw['runs_s'] / 60:.1f} min of that inside the runs themselves.")
+    else:
+        L.append(f"- **Wall time:** {tw['runs_s'] / 60:.1f} min inside the runs (no training invocation ran to its "
+                 "end, so none logged its own wall time: they were stopped and resumed).")
+    kept = [f"{key}/{name}/{r['trial']}" for key, t in results["tasks"].items()
+            for name, c in t["cells"].items() for r in c["runs"] if r.get("recorded")]
+    if kept:
+        L.append(f"- **Runs kept from the previous record:** {len(kept)} runs whose folders are no longer under "
+                 f"`{results.get('out', 'OUT')}` (run folders are not kept with the repository) are taken from the "
+                 "previous `bench/results/reproduce-" + scale + ".json` (their cell defined as now, same shared "
+                 "settings).")
     L.append("")
     L.append("Every setting not listed here is the `TrainConfig` default (README \"Defaults\"). "
              "Per-run folders hold the full `config.json`.")
@@ -508,8 +568,12 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
         L.append("")
         untimed = {n: c["untimed"] for n, c in t["cells"].items() if c.get("untimed")}
         if untimed:
+            by_why: dict = {}
+            for n, trs in untimed.items():
+                for tr, why in trs.items():
+                    by_why.setdefault(why, []).append(f"{n}/{tr}")
             L.append("Left out of the wall times (their scores count): " + "; ".join(
-                f"{n}/{tr} ({why})" for n, trs in untimed.items() for tr, why in trs.items()) + ".")
+                f"{', '.join(runs)} ({why})" for why, runs in by_why.items()) + ".")
             L.append("")
         L.append("Compute counts are sequences (a pair encoded jointly is one) per run, means over seeds: "
                  "\"encoder fwd+bwd\" the training passes through a trainable encoder, \"encoder fwd only\" "

@@ -11,6 +11,7 @@ checkpoints per seed pair into ``OUT/SCALE/TASK/CELL/trial-i{init}-d{data}.json`
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from stackft.run_dir import RunDir
 from .plan import TaskPlan, cell_config
 
 INVOCATIONS = "invocations.jsonl"  # one line per training invocation under OUT/SCALE
+MACHINE_FILE = "machine.json"  # in each run folder: what trained it (wall times compare runs of one machine)
 
 
 def log(msg: str) -> None:
@@ -88,6 +90,8 @@ def run_task(plan: TaskPlan, scale: str, pairs: list[tuple[int, int]], data_root
         else:
             [s] = run_trials(cfg, init_seeds=[i], data_seeds=[d], out_dir=cfg.output_dir, encoder=encoder, data=data)
         trained += 1
+        if not (run_dir / MACHINE_FILE).exists():  # a run resumed on another machine keeps the first one's
+            (run_dir / MACHINE_FILE).write_text(json.dumps(machine_info()))
         log(f"{plan.key}/{cell.name} init {i} data {d}: {s['status']}, best dev {s['metric']} "
             f"{s['best_score']:.4f} in {time.perf_counter() - t0:.0f} s")
 
@@ -154,6 +158,26 @@ def run_handoff(cfg, options: dict, init_seed: int, data_seed: int, run_dir: Pat
                                       "phase_steps": {}, "compute": report["total"]})
     run.write_summary(summary)
     return {"status": "finished", "metric": metric, "best_score": best}
+
+
+def machine_info() -> dict:
+    """The CPU (model name), thread counts, GPU and versions of this process's machine."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": cpu, "host_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "gpu": gpu, "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def record_invocation(out: Path, record: dict) -> None:
