@@ -159,13 +159,14 @@ class _RandomEncoder(nn.Module):
         return torch.randn(*input_ids.shape, self.d, generator=self.g)
 
 
-def cached_source(cfg: dict, dev, root, *, pair: bool):
+def cached_source(cfg: dict, dev, root, *, pair: bool, first_token: bool = False):
     """``(source, batches)``: the trainer's phase-1 feature source over an on-disk cache, and its batches.
 
     ``cfg["cache_batches"] * B`` examples of ``T`` tokens (pairs: siamese, 2i = side a of ``T/2`` tokens,
     2i+1 = side b of the rest), every token's features from :class:`_RandomEncoder` stored by
     ``FeatureCache.build`` in ``CACHE_DTYPE`` under ``root``; ``source`` is ``CachedFeatures`` placed as
-    ``CachedFeatures.for_data`` places it (``cache_placement="auto"``: memory-mapped on CPU). ``batches``:
+    ``CachedFeatures.for_data`` places it (``cache_placement="auto"``: memory-mapped on CPU; ``first_token``:
+    it serves only position 0, as the trainer does for a head that reads only [CLS]). ``batches``:
     one shuffled epoch of the loader's host-side batches (``index`` and the attention masks, all ``T`` wide,
     so ``_to_width`` pads nothing); ``source(batch, "train")`` is what a cached train step calls.
     """
@@ -178,10 +179,10 @@ def cached_source(cfg: dict, dev, root, *, pair: bool):
     lengths = [Ta, T - Ta] * n if pair else [T] * n  # cache order: sequence i, or 2i / 2i+1 for pair i
     seqs = [torch.randint(1000, 29000, (L,), generator=g).tolist() for L in lengths]
     cache = FeatureCache.build(_RandomEncoder(d), seqs, dtype=CACHE_DTYPE, batch_size=64, progress=False,
-                               path=Path(root) / ("pairs" if pair else "single"))
+                               path=Path(root) / (("pairs" if pair else "single") + ("-cls" if first_token else "")))
     placement = choose_placement("auto", cache.nbytes, dev)
     source = CachedFeatures(place({"train": cache, "dev": cache}, placement, dev), pair_input=pair, device=dev,
-                            placement=placement)
+                            placement=placement, first_token=first_token)
     ones = lambda w: torch.ones(B, w, dtype=torch.long)  # noqa: E731
     order = torch.randperm(n, generator=g)
     batches = [{"index": order[k:k + B], **({"a_attention_mask": ones(Ta), "b_attention_mask": ones(T - Ta)}
@@ -211,7 +212,7 @@ def build_rows(cfg: dict, dev, *, reference_highway: bool = True, heads=None, ca
     rows.append(Row("encoder fwd (no grad)", enc_fwd, kind="encoder", params=_nparams(enc)))
 
     # every head, default options
-    sources = {}  # pair input -> (CachedFeatures, batches): one cache per feature layout, shared by the heads
+    sources = {}  # (pair input, first token only) -> (CachedFeatures, batches): one per layout, shared by heads
     for name in heads or list(HEADS):
         level = head_level(name)
         torch.manual_seed(0)
@@ -225,10 +226,10 @@ def build_rows(cfg: dict, dev, *, reference_highway: bool = True, heads=None, ca
         row = Row(name, step, kind="head", params=_nparams(head), lstm_modules=lstms, note=note)
         row.dx_fn = step_dx
         if cache_root is not None:
-            pair = head_pair_input(name)
-            if pair not in sources:
-                sources[pair] = cached_source(cfg, dev, cache_root, pair=pair)
-            source, batches = sources[pair]
+            layout = (head_pair_input(name), bool(getattr(head, "first_token_only", False)))
+            if layout not in sources:
+                sources[layout] = cached_source(cfg, dev, cache_root, pair=layout[0], first_token=layout[1])
+            source, batches = sources[layout]
             # the trainer's cached forward: model.forward_features(features(batch, "train")) = head(features) for
             # single-sequence and siamese feature dicts
             it = itertools.cycle(batches)

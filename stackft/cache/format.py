@@ -614,6 +614,42 @@ class FeatureCache:
         return gather_pad(vals, sub_off.to(dev, non_blocking=True), torch.arange(idx.numel(), device=dev), sc,
                           out_dtype, max_len)
 
+    def gather_first(self, indices, device=None, out_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """The first token ([CLS]) of sequences ``indices``: ``(hidden [B, 1, dim], mask [B, 1] bool)``.
+
+        Equal to ``gather(indices)`` cut to its first position (an empty sequence: zeros, mask
+        False), but it reads B rows instead of B × Tmax: what a head that reads only [CLS] needs.
+        """
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        dev = self.values.device if device is None else torch.device(device)
+        off = self.offsets
+        i = idx.to(off.device)
+        n = off.numel() - 1
+        if i.numel() and (int(i.min()) < 0 or int(i.max()) >= n):
+            raise IndexError(f"gather_first: index out of range for {n} sequences")
+        nonempty = self.__dict__.get("_nonempty")
+        if nonempty is None:  # once per cache: which sequences have a first token at all
+            ne = off[1:] > off[:-1]
+            nonempty = self.__dict__["_nonempty"] = (ne, bool(ne.all()))
+        starts = off.index_select(0, i)
+        if nonempty[1]:
+            has = None
+            rows = starts
+        else:
+            has = nonempty[0].index_select(0, i)
+            rows = starts.clamp(max=max(self.values.shape[0] - 1, 0))
+        rows = rows.to(self.values.device)
+        # as gather_pad converts: to float32, times the token's scale (int8), rounded once to out_dtype
+        x = self.values.index_select(0, rows).to(dev, non_blocking=True).float()
+        if self.scales is not None:
+            x = x * self.scales.index_select(0, rows).to(dev, non_blocking=True).float()[:, None]
+        if has is None:
+            mask = torch.ones(i.numel(), 1, dtype=torch.bool, device=dev)
+        else:
+            mask = has.to(dev)[:, None]
+            x = x * mask
+        return x.to(out_dtype)[:, None], mask
+
     def compact(self, indices) -> tuple[Tensor, Tensor, Tensor | None]:
         """The rows of sequences ``indices`` as a small ragged store of their own.
 

@@ -78,23 +78,27 @@ class CachedFeatures:
     is answered from them.
     """
 
-    def __init__(self, caches: dict, *, pair_input: bool, device, placement: str = "mmap", segments: bool = False):
+    def __init__(self, caches: dict, *, pair_input: bool, device, placement: str = "mmap", segments: bool = False,
+                 first_token: bool = False):
         """``pair_input``: the caches hold siamese pairs (sequence 2i = side a, 2i+1 = side b of example i);
         ``segments``: joint pairs for a pair head, so the batch's ``token_type_ids`` go with the features
-        (the model splits them by segment)."""
+        (the model splits them by segment); ``first_token``: the head reads only position 0 ([CLS]), so
+        ``hidden`` is ``[B, 1, H]`` (:meth:`FeatureCache.gather_first`), not the whole padded batch."""
+        if first_token and (pair_input or segments):
+            raise ValueError("CachedFeatures: first_token is for single-sequence heads, not pair heads")
         self.caches, self.pair_input, self.device, self.placement = caches, pair_input, device, placement
-        self.segments = segments
+        self.segments, self.first_token = segments, first_token
 
     @classmethod
     def for_data(cls, encoder, data, *, pair_input: bool, root, dtype: str, device, placement: str = "auto",
                  batch_size: int = 64, progress: bool = True, dist: D.DistInfo = D.DistInfo(),
-                 segments: bool = False) -> "CachedFeatures":
+                 segments: bool = False, first_token: bool = False) -> "CachedFeatures":
         """Open (or build once) the caches of ``data``'s train/dev splits and place them for ``device``."""
         caches = split_caches(encoder, data, root=root, dtype=dtype, batch_size=batch_size, device=device,
                               progress=progress, dist=dist)
         placement = choose_placement(placement, sum(c.nbytes for c in caches.values()), device)
         return cls(place(caches, placement, device), pair_input=pair_input, device=device, placement=placement,
-                   segments=segments)
+                   segments=segments, first_token=first_token)
 
     def __call__(self, batch: dict, split: str) -> dict:
         feats = attached(batch)
@@ -106,6 +110,9 @@ class CachedFeatures:
             ha, ma = _to_width(*cache.gather(2 * index, device=self.device), batch.get("a_attention_mask"))
             hb, mb = _to_width(*cache.gather(2 * index + 1, device=self.device), batch.get("b_attention_mask"))
             return {"hidden_a": ha, "mask_a": ma, "hidden_b": hb, "mask_b": mb}
+        if self.first_token:
+            hidden, mask = cache.gather_first(index, device=self.device)
+            return {"hidden": hidden, "mask": mask}
         hidden, mask = _to_width(*cache.gather(index, device=self.device), batch.get("attention_mask"))
         if self.segments:
             return {"hidden": hidden, "mask": mask, "token_type_ids": batch["token_type_ids"].to(self.device)}

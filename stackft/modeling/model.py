@@ -31,6 +31,11 @@ class StackModel(nn.Module):
         return bool(getattr(self.head, "pair_input", False))
 
     @property
+    def first_token_only(self) -> bool:
+        """The head reads only ``hidden[:, 0]`` ([CLS]): a feature cache serves it ``[B, 1, H]``."""
+        return bool(getattr(self.head, "first_token_only", False))
+
+    @property
     def encoder_frozen(self) -> bool:
         return self.encoder.frozen
 

@@ -314,6 +314,7 @@ class Trainer:
         siamese = self.data.train.kind == "pairs-siamese"
         self.features = CachedFeatures.for_data(
             self.encoder, self.data, pair_input=siamese, segments=self.model.pair_input and not siamese,
+            first_token=self.model.first_token_only,
             root=cache_root(cfg.cache),
             dtype=cfg.cache_dtype, device=self.device, placement=cfg.cache_placement,
             batch_size=cfg.eval_batch_size, progress=cfg.progress and self.dist.is_main, dist=self.dist)

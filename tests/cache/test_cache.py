@@ -349,6 +349,28 @@ def test_compact_batch_is_the_same_batch(tmp_path, gen, dtype):
         cache.compact(torch.tensor([len(cache)]))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gather_first_is_the_first_position_of_gather(tmp_path, gen, dtype):
+    seqs = random_seqs(gen)
+    seqs[3] = seqs[3][:0]  # an empty sequence: zeros, mask False
+    cache = FeatureCache.from_tensors(seqs, dtype=dtype, path=tmp_path / "c")
+    idx = torch.tensor([5, 0, 3, 5, 11, 2, 3])
+    hidden, mask = cache.gather_first(idx)
+    full, full_mask = cache.gather(idx)
+    assert hidden.shape == (len(idx), 1, full.shape[2]) and mask.shape == (len(idx), 1)
+    assert torch.equal(hidden, full[:, :1]) and torch.equal(mask, full_mask[:, :1])
+    assert not mask[2, 0] and not hidden[2].any()
+    bf16 = torch.bfloat16
+    assert torch.equal(cache.gather_first(idx, out_dtype=bf16)[0], cache.gather(idx, out_dtype=bf16)[0][:, :1])
+    with pytest.raises(IndexError):
+        cache.gather_first(torch.tensor([len(cache)]))
+    full_seqs = [x for x in seqs if len(x)]  # no empty sequence: the fast path (mask all True)
+    cache = FeatureCache.from_tensors(full_seqs, dtype=dtype, path=tmp_path / "full")
+    idx = torch.tensor([1, 0, 1, len(full_seqs) - 1])
+    hidden, mask = cache.gather_first(idx)
+    assert torch.equal(hidden, cache.gather(idx)[0][:, :1]) and bool(mask.all())
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", ["bf16", "int8"])

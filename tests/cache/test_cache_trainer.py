@@ -57,6 +57,32 @@ def test_cached_phase1_matches_live_encoder(tmp_path, enc, data, grad_accum):
     assert la == pytest.approx(lb, rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.parametrize("head, pair_mode", [("fc", None), ("linear", None), ("fc", "joint")])
+def test_cached_first_token_head_matches_live_encoder(tmp_path, enc, head, pair_mode):
+    """A [CLS] head (fc, linear; texts and joint pairs) is served ``[B, 1, H]`` from the cache, and its
+    phase 1 equals the live frozen encoder's."""
+    task, name = ("pairs", "toy_pairs.tsv") if pair_mode else ("classification", "toy_classification.csv")
+    path = str(DEMO_DATA / name)
+    cdata = load_task_data(task, path, None, tokenizer=enc.tokenizer, dev_size=8, max_train=40, pair_mode=pair_mode)
+
+    def cfg(run, cache):
+        return _cfg(tmp_path, run, cache, task=task, head=head, train_path=path, dev_path=None, dev_size=8,
+                    max_train=40, max_dev=None, pair_mode=pair_mode)
+
+    live = Trainer(cfg("live", "off"), encoder=enc, data=cdata)
+    live.fit()
+    cached = Trainer(cfg("cached", str(tmp_path / "cache")), encoder=enc, data=cdata)
+    seen = []
+    served = cached.features_for
+    cached.features_for = lambda batch, split: seen.append(served(batch, split)["hidden"].shape) or served(batch, split)
+    cached.fit()
+    assert cached.features is not None and cached.features.first_token
+    assert seen and all(s[1] == 1 for s in seen), seen
+    a, b = _head_state(live), _head_state(cached)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=f"head tensor {k}")
+
+
 def test_stale_cache_is_rebuilt_not_read(tmp_path, enc, data):
     root = tmp_path / "cache"
     Trainer(_cfg(tmp_path, "a", str(root)), encoder=enc, data=data).fit()

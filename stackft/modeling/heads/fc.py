@@ -38,6 +38,7 @@ class FCSequenceHead(_TwoLayerFC):
     """2-layer FC on the [CLS] vector: ``hidden [B, T, H]`` -> logits ``[B, C]``."""
 
     level = "sequence"
+    first_token_only = True  # forward reads hidden[:, 0] alone (a feature cache serves just that row)
 
     def forward(self, features: dict) -> torch.Tensor:
         return self._mlp(features["hidden"][:, 0])

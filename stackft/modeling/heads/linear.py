@@ -32,6 +32,7 @@ class LinearSequenceHead(_Linear):
     """``hidden[:, 0] [B, H]`` ([CLS]) -> logits ``[B, C]``."""
 
     level = "sequence"
+    first_token_only = True  # forward reads hidden[:, 0] alone (a feature cache serves just that row)
 
     def forward(self, features: dict) -> torch.Tensor:
         return self.out(self.dropout(features["hidden"][:, 0]))
