@@ -119,7 +119,7 @@ def build_cache_cli(args) -> int:
 
     trainer = Trainer(cfg)
     caches = split_caches(trainer.encoder, trainer.data, root=cache_root(cfg.cache), dtype=cfg.cache_dtype,
-                          batch_size=cfg.eval_batch_size, device=trainer.device)
+                          batch_size=cfg.eval_batch_size, device=trainer.device, progress=cfg.progress)
     for split, c in caches.items():
         print(f"{split}: {c.path} ({len(c)} sequences, {c.total_tokens} tokens, {c.dtype}, {c.nbytes / 2**20:.1f} MiB)")
     return 0

@@ -129,6 +129,7 @@ def test_cache_build_cli_makes_what_train_reads(tmp_path, tiny_encoder_dir, caps
     args = ["--task", "ner", "--train-path", TRAIN, "--dev-path", DEV, "--max-train", "24", "--max-dev", "8",
             "--encoder", str(enc_dir), "--cache", str(tmp_path / "c"), "--cache-dtype", "int8", "--no-progress"]
     assert main(["cache", "build", *args]) == 0
+    assert "caching features" not in capsys.readouterr().err  # --no-progress: no bar
     built = sorted(p.name for p in (tmp_path / "c").iterdir())
     assert len(built) == 2
     assert main(["train", *args, "--strategy", "stack-only", "--stack-epochs", "1", "--batch-size", "8",
