@@ -10,6 +10,7 @@ import json
 import sys
 
 from stackft.cli.args import CommandError, add_command, add_config_args, command_parser, run, training_config
+from stackft.cli.config_file import add_config_file_option
 
 
 def register(subparsers) -> None:
@@ -36,7 +37,8 @@ def register(subparsers) -> None:
     v.add_argument("path", help="a cache folder (stackft cache list shows them)")
     b = add_command(cs, "build", build_cache_cli,
                     help="encode a task's data once: the caches `stackft train` with the same options reads")
-    add_config_args(b)
+    groups = add_config_args(b)
+    add_config_file_option(b, groups["running"])  # the same --config FILE as stackft train
 
 
 def cmd_build_ext(args) -> int:

@@ -1,5 +1,6 @@
 """The feature cache inside training: cached phase 1 equals live phase 1; stale caches rebuild."""
 
+import json
 
 import pytest
 import torch
@@ -128,7 +129,11 @@ def test_cache_build_cli_makes_what_train_reads(tmp_path, tiny_encoder_dir, caps
     enc_dir = tiny_encoder_dir
     args = ["--task", "ner", "--train-path", TRAIN, "--dev-path", DEV, "--max-train", "24", "--max-dev", "8",
             "--encoder", str(enc_dir), "--cache", str(tmp_path / "c"), "--cache-dtype", "int8", "--no-progress"]
-    assert main(["cache", "build", *args]) == 0
+    # the build's options from a config file, as stackft train reads one
+    conf = tmp_path / "build.json"
+    conf.write_text(json.dumps({"task": "ner", "train_path": TRAIN, "dev_path": DEV, "max_train": 24, "max_dev": 8,
+                                "encoder": str(enc_dir), "cache_dtype": "int8"}))
+    assert main(["cache", "build", "--config", str(conf), "--cache", str(tmp_path / "c"), "--no-progress"]) == 0
     assert "caching features" not in capsys.readouterr().err  # --no-progress: no bar
     built = sorted(p.name for p in (tmp_path / "c").iterdir())
     assert len(built) == 2
