@@ -182,6 +182,25 @@ def save(section: str, rows: list[dict], mode: str = "full", path=None) -> Path:
     return path
 
 
+def result_path(explicit, name: str, smoke: bool = False) -> Path:
+    """Where a bench writes its JSON: ``explicit`` (``--out``) if given, else ``bench/results/NAME``
+    (a smoke run: the temp folder's ``stackft-bench/NAME``, never the results of record)."""
+    if explicit:
+        return Path(explicit)
+    import tempfile
+
+    return (Path(tempfile.gettempdir()) / "stackft-bench" if smoke else RESULTS) / name
+
+
+def write_json(path, data: dict) -> Path:
+    """Write a bench's JSON result (folders made as needed) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
 def table(rows: list[dict], cols: list[str]) -> str:
     """A Markdown table of ``rows`` restricted to ``cols``."""
     def fmt(v):

@@ -17,7 +17,6 @@ temp folder unless ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -122,12 +121,8 @@ def main(argv=None):
     one, ddp = res["1 process"], res[f"{a.nproc} DDP processes"]
     res["ddp_over_one"] = ddp["sentences_per_s"] / one["sentences_per_s"]
     print(f"DDP / 1 process throughput: {res['ddp_over_one']:.2f}x")
-    default_dir = Path(tempfile.gettempdir()) / "stackft-bench" if a.smoke else U.RESULTS
-    out = Path(a.out or default_dir / f"ddp-{a.device}{'-smoke' if a.smoke else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
+    U.write_json(U.result_path(a.out, f"ddp-{a.device}{'-smoke' if a.smoke else ''}.json", a.smoke), res)
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"wrote {out}")
     return res
 
 

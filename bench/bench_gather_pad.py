@@ -24,10 +24,10 @@ folder unless ``--json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +38,9 @@ from torch.nn.utils.rnn import pad_sequence
 from stackft import _ext
 from stackft.cache import ops
 from stackft.cache.format import FeatureCache
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _util as U  # noqa: E402
 
 
 def make_store(n, mean_len, d, dtype, seed=0):
@@ -262,10 +265,7 @@ def main(argv=None):
     if args.smoke:
         out["smoke"] = True
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-        print(f"wrote {args.json}")
+        U.write_json(args.json, out)
     return out
 
 

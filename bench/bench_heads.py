@@ -468,12 +468,11 @@ def main(argv=None) -> int:
             path = Path(tempfile.gettempdir()) / f"heads-{dev.type}-smoke.json"
         else:
             path = U.RESULTS / f"heads-{dev.type}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
         if args.merge and path.exists():
             old = json.loads(path.read_text())
             res["results"] = {**old.get("results", {}), **res["results"]}
             res["command"] = "; ".join(dict.fromkeys([old.get("command", ""), res["command"]]))
-        path.write_text(json.dumps(res, indent=1) + "\n")
+        U.write_json(path, res)
         for key, block in res["results"].items():
             if key not in {f"threads={n}" for n in threads} | {"cuda"}:
                 continue

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -243,12 +242,9 @@ def main(argv=None):
               + ", ".join(f"{d:+.2f}" for d in res["int8_f1_delta_points_per_seed"]) + ")")
     name = "gpu-" + torch.cuda.get_device_name().replace(" ", "_") if device.type == "cuda" else "cpu"
     suffix = "-random-bert-base" if timing_only else ""
-    default_dir = Path(tempfile.gettempdir()) / "stackft-bench" if args.smoke else U.RESULTS
-    out = Path(args.out or default_dir / f"phase1_cache-{name}{suffix}{'-smoke' if args.smoke else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
+    U.write_json(U.result_path(args.out, f"phase1_cache-{name}{suffix}{'-smoke' if args.smoke else ''}.json",
+                               args.smoke), res)
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"wrote {out}")
     return res
 
 

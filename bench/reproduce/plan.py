@@ -120,6 +120,7 @@ def mid_cells(key: str, heads) -> tuple:
                  overrides=NOISE_AWARE, handoff=SEARCH),
             Cell("snf-highway-lstm-gap", "stack-and-finetune", "highway-lstm", heads("highway-lstm")),
             Cell("snf-densenet-gapse", "stack-and-finetune", "densenet", heads("densenet"), overrides=NOISE_AWARE),
+            Cell("snf-fc-gapse-headlr", "stack-and-finetune", "fc", overrides={**NOISE_AWARE, **HEAD_LR}),
             Cell("ensemble", None, members=("finetune-only", "snf-densenet-gapse", "snf-highway-lstm-gapse")),
             Cell("lp-ft", "lp-ft", "linear"),
             Cell("eh-ft-lora", "eh-ft", "fc", overrides=ehft),
@@ -135,6 +136,7 @@ def mid_cells(key: str, heads) -> tuple:
              overrides={**NOISE_AWARE, **HEAD_LR}),
         Cell("snf-bilstm-gapse-ld", "stack-and-finetune", "bilstm", heads("bilstm"),
              overrides={**NOISE_AWARE, **LAYER_DECAY}),
+        Cell("snf-fc-gapse-headlr", "stack-and-finetune", "fc", overrides={**NOISE_AWARE, **HEAD_LR}),
         Cell("lp-ft", "lp-ft", "linear"),
         Cell("eh-ft-lora", "eh-ft", "fc", overrides=ehft),
     )
