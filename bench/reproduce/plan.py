@@ -82,6 +82,7 @@ TWICE = dict(phase2_epochs=2 * BASE["mid"]["phase2_epochs"])
 # phase-2 recipe variants: the head at 10x the encoder's lr, or ELECTRA-style layer-wise lr decay
 HEAD_LR = dict(phase2_head_lr=10 * BASE["mid"]["phase2_lr"])
 LAYER_DECAY = dict(layer_decay=0.8)
+DENSENET_SWEEP = dict(stack_epochs=3)
 
 
 def mid_cells(key: str, heads) -> tuple:
@@ -121,6 +122,10 @@ def mid_cells(key: str, heads) -> tuple:
             Cell("snf-highway-lstm-gap", "stack-and-finetune", "highway-lstm", heads("highway-lstm")),
             Cell("snf-densenet-gapse", "stack-and-finetune", "densenet", heads("densenet"), overrides=NOISE_AWARE),
             Cell("snf-fc-gapse-headlr", "stack-and-finetune", "fc", overrides={**NOISE_AWARE, **HEAD_LR}),
+            # DenseNet's width against its cost (issue #12): the head alone on cached features (stack-only,
+            # 3 epochs), 64 / 128 / 384 (= the encoder width, the library's default) channels
+            *(Cell(f"stack-densenet-c{c}", "stack-only", "densenet", {"channels": c}, overrides=DENSENET_SWEEP)
+              for c in (64, 128, 384)),
             Cell("ensemble", None, members=("finetune-only", "snf-densenet-gapse", "snf-highway-lstm-gapse")),
             Cell("lp-ft", "lp-ft", "linear"),
             Cell("eh-ft-lora", "eh-ft", "fc", overrides=ehft),
