@@ -79,7 +79,9 @@ SEARCH = dict(candidates=3, probe_fraction=0.1)
 # finetune-only given twice the epochs: the equal-compute baseline for a stack-and-finetune run that
 # costs more wall time than finetune-only (its phase 1, a heavier head in phase 2)
 TWICE = dict(phase2_epochs=2 * BASE["mid"]["phase2_epochs"])
-# phase-2 recipe variants: the head at 10x the encoder's lr, or ELECTRA-style layer-wise lr decay
+# phase-2 recipe variants: the head at 10x the encoder's lr, or ELECTRA-style layer-wise lr decay;
+# finetune-only-headlr gives finetune-only's fresh head the same 10x: the control that tells what the
+# head lr alone does, apart from phase 1
 HEAD_LR = dict(phase2_head_lr=10 * BASE["mid"]["phase2_lr"])
 LAYER_DECAY = dict(layer_decay=0.8)
 DENSENET_SWEEP = dict(stack_epochs=3)
@@ -91,6 +93,7 @@ def mid_cells(key: str, heads) -> tuple:
         return (
             Cell("finetune-only", "finetune-only", "fc", pair_mode="joint"),
             Cell("finetune-only-2x", "finetune-only", "fc", overrides=TWICE, pair_mode="joint"),
+            Cell("finetune-only-headlr", "finetune-only", "fc", overrides=HEAD_LR, pair_mode="joint"),
             Cell("snf-bimpm-joint-gapse", "stack-and-finetune", "bimpm", overrides=NOISE_AWARE, pair_mode="joint"),
             Cell("snf-bimpm-joint-gapse-headlr", "stack-and-finetune", "bimpm", overrides={**NOISE_AWARE, **HEAD_LR},
                  pair_mode="joint"),
@@ -113,6 +116,7 @@ def mid_cells(key: str, heads) -> tuple:
         return (
             Cell("finetune-only", "finetune-only", "fc"),
             Cell("finetune-only-2x", "finetune-only", "fc", overrides=TWICE),
+            Cell("finetune-only-headlr", "finetune-only", "fc", overrides=HEAD_LR),
             Cell("snf-highway-lstm-gapse", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
                  overrides=NOISE_AWARE),
             Cell("snf-highway-lstm-gapse-headlr", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
@@ -133,6 +137,7 @@ def mid_cells(key: str, heads) -> tuple:
     return (
         Cell("finetune-only", "finetune-only", "fc"),
         Cell("finetune-only-2x", "finetune-only", "fc", overrides=TWICE),
+        Cell("finetune-only-headlr", "finetune-only", "fc", overrides=HEAD_LR),
         Cell("snf-bilstm-gapse", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=NOISE_AWARE),
         Cell("search-bilstm", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=NOISE_AWARE, handoff=SEARCH),
         Cell("snf-bilstm-gap", "stack-and-finetune", "bilstm", heads("bilstm")),
