@@ -265,6 +265,45 @@ def test_reproduce_keeps_recorded_runs_only_for_unchanged_cells():
     assert recorded_runs(prev, "cpu", "ner") == {}
 
 
+def test_reproduce_target_picks_the_best_stacked_cell_and_reports_the_controls():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from reproduce.report import best_stacked, compare, target_summary
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def cell(strategy, scores, wall):
+        runs = [{"trial": f"trial-i{i}-d{i}", "score": s} for i, s in enumerate(scores)]
+        return {"strategy": strategy, "runs": runs, "n": len(runs), "sd": 0.5, "wall_time_min": wall}
+
+    cells = {"finetune-only": cell("finetune-only", [78.0, 77.5, 78.5], 100.0),
+             "finetune-only-2x": cell("finetune-only", [82.0, 82.5, 82.0], 200.0),
+             "finetune-only-headlr": cell("finetune-only", [79.0, 79.0, 79.0], 100.0),
+             "snf-a": cell("stack-and-finetune", [80.0, 80.0, 80.5], 110.0),
+             "snf-b": cell("stack-and-finetune", [79.0, 78.0, 79.0], 105.0),
+             "stack-only-c": cell("stack-only", [90.0, 90.0, 90.0], 10.0)}  # not a stacked-and-finetuned cell
+    comps = {}
+    for n, c in cells.items():
+        if n != "finetune-only":
+            comps[n] = compare(cells["finetune-only"], c)
+            comps[n + ":2x"] = compare(cells["finetune-only-2x"], c)
+            comps[n + ":headlr"] = compare(cells["finetune-only-headlr"], c)
+    r = best_stacked({"cells": cells, "comparisons": comps})
+    assert r["cell"] == "snf-a"
+    assert r["delta"] == pytest.approx((2.0 + 2.5 + 2.0) / 3)
+    assert r["delta_headlr"] == pytest.approx((1.0 + 1.0 + 1.5) / 3)
+    assert r["wall_ratio"] == pytest.approx(1.1) and r["ahead"] and not r["ahead_of_2x"]
+    tasks = {k: {"title": k.upper(), "cells": cells, "comparisons": comps} for k in ("ner", "yahoo", "qqp")}
+    text = "\n".join(target_summary({"tasks": tasks}))
+    assert "Δ vs finetune-only-headlr" in text and "| NER | snf-a | 3 | +2.17 | 0.50 | 1.10 | -2.00 | +1.17 |" in text
+    assert "**Target met**." in text
+    tasks["qqp"] = {**tasks["qqp"], "cells": {**cells, "snf-a": cell("stack-and-finetune", [70.0, 70.0, 70.0], 110.0),
+                                              "snf-b": cell("stack-and-finetune", [70.0, 70.0, 70.0], 110.0)}}
+    qc = tasks["qqp"]["cells"]
+    tasks["qqp"]["comparisons"] = {n: compare(qc["finetune-only"], c) for n, c in qc.items() if n != "finetune-only"}
+    assert "behind finetune-only on qqp" in "\n".join(target_summary({"tasks": tasks}))
+
+
 def test_gap_rule_bench_smoke(tmp_path):
     """bench_gap_rule.py: the old rule fires on noise far more often than gap_se, which falls with z."""
     r = _run([str(BENCH / "bench_gap_rule.py"), "--sequences", "200"], tmp_path)
