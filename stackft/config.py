@@ -133,11 +133,12 @@ class TrainConfig:
              "(its head was trained in phase 1; 10 measured best on dev, docs/methods.md 4; 1: the encoder's lr)")
     phase2_epochs: int = _field(3, group=_PHASES, help="epochs of the fine-tuning phase (always run in full)")
     stop_mode: str = _field(
-        "gap", group=_PHASES, choices=STOP_MODES,
-        help="stack-and-finetune's phase-1 stop rule: gap (train - dev score above --gap-tol, or no dev "
-             "improvement for --patience evaluations), gap_se (the gap rule with a tolerance from the scores' "
-             "standard errors), val_plateau (no improvement for --patience evaluations) or fixed (all "
-             "--phase1-epochs)")
+        "gap_se", group=_PHASES, choices=STOP_MODES,
+        help="stack-and-finetune's phase-1 stop rule: gap_se (the default: the gap rule with a tolerance from "
+             "the scores' standard errors, once dev stopped improving beyond its own; measured on dev, "
+             "docs/methods.md 3.1), gap (the paper's: train - dev score above --gap-tol, or no dev "
+             "improvement for --patience evaluations), val_plateau (no improvement for --patience "
+             "evaluations) or fixed (all --phase1-epochs)")
     gap_tol: float = _field(
         0.02, group=_PHASES, help="gap rule: phase 1 stops once the train score exceeds the dev score by more")
     gap_z: float = _field(
@@ -232,7 +233,8 @@ class TrainConfig:
                                            "pet_lr"})
     # Fields added after a release, with the value that reproduces what a config.json written before
     # them trained (absent there = this value, not today's default).
-    ABSENT_MEANS = {"phase2_head_lr_scale": 1.0}  # 0.2: the head trained at --phase2-lr in phase 2
+    ABSENT_MEANS = {"phase2_head_lr_scale": 1.0,  # 0.2: the head trained at --phase2-lr in phase 2
+                    "stop_mode": "gap"}  # the default until gap_se replaced it (after 0.2.0)
 
     def changed_for_resume(self, saved: dict) -> list[str]:
         """Fields of ``saved`` (a run's config.json) that differ from this config and decide what is trained."""

@@ -8,8 +8,9 @@ ends on a stop rule (:mod:`stackft.training.stopper`). The strategies:
 - ``stack-only``: one phase, frozen encoder (feature extraction), the task's stacked head (e.g. a
   BiLSTM for NER) trained at ``phase1_lr`` until the dev score plateaus, at most ``stack_epochs``.
 - ``stack-and-finetune`` (the paper's method, Wang et al. 2019): phase 1 = stack-only at
-  ``phase1_lr`` for at most ``phase1_epochs``, stopped by ``stop_mode`` (by default the gap rule:
-  stop once the train score exceeds the dev score by more than ``gap_tol``) and ending on the
+  ``phase1_lr`` for at most ``phase1_epochs``, stopped by ``stop_mode`` (by default ``gap_se``, the gap
+  rule with a tolerance from the scores' standard errors; ``gap``: the paper's, stop once the train
+  score exceeds the dev score by more than ``gap_tol``) and ending on the
   evaluation that rule chose; phase 2 = fine-tune encoder and head at ``phase2_lr``.
 - ``lp-ft`` (Kumar et al. 2022): phase 1 = a linear probe on the frozen encoder, stopped on a
   dev plateau; phase 2 = fine-tune all.

@@ -40,7 +40,8 @@ def test_patience_counts_wherever_a_phase_can_stop_early():
 
 
 def test_gap_tol_needs_the_gap_rule():
-    assert "gap_tol" not in ignored(strategy="stack-and-finetune", gap_tol=0.05)
+    assert "gap_tol" not in ignored(strategy="stack-and-finetune", stop_mode="gap", gap_tol=0.05)
+    assert "gap_tol" in ignored(strategy="stack-and-finetune", gap_tol=0.05)  # the default, gap_se, has no fixed tolerance
     for mode in ("gap_se", "val_plateau", "fixed"):
         got = ignored(strategy="stack-and-finetune", stop_mode=mode, gap_tol=0.05)
         assert got["gap_tol"].endswith(f"(stop_mode is {mode!r}, not 'gap')"), got
