@@ -302,6 +302,14 @@ def test_reproduce_target_picks_the_best_stacked_cell_and_reports_the_controls()
     qc = tasks["qqp"]["cells"]
     tasks["qqp"]["comparisons"] = {n: compare(qc["finetune-only"], c) for n, c in qc.items() if n != "finetune-only"}
     assert "behind finetune-only on qqp" in "\n".join(target_summary({"tasks": tasks}))
+    # a higher delta over the budget loses to a lower one within it, and is named
+    slow = {**cells, "snf-c": cell("stack-and-finetune", [82.0, 82.0, 82.0], 150.0)}
+    sc = {**comps, "snf-c": compare(cells["finetune-only"], slow["snf-c"]),
+          "snf-c:2x": compare(cells["finetune-only-2x"], slow["snf-c"])}
+    r = best_stacked({"cells": slow, "comparisons": sc})
+    assert (r["cell"], r["best_overall"]) == ("snf-a", "snf-c")
+    text = "\n".join(target_summary({"tasks": {"ner": {"title": "NER", "cells": slow, "comparisons": sc}}}))
+    assert "Higher Δ but over the budget: NER: snf-c" in text
 
 
 def test_gap_rule_bench_smoke(tmp_path):
