@@ -265,6 +265,25 @@ def test_reproduce_keeps_recorded_runs_only_for_unchanged_cells():
     assert recorded_runs(prev, "cpu", "ner") == {}
 
 
+def test_recorded_runs_keep_their_exclusion_from_timings(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        from reproduce.plan import Cell, TaskPlan
+        from reproduce.report import collect
+    finally:
+        sys.path.remove(str(BENCH))
+    cell = Cell("finetune-only", "finetune-only", "fc")
+    plan = TaskPlan("ner", "ner", "NER", "t.txt", None, None, None, None, cells=(cell,))
+    runs = [{"trial": "trial-i0-d0", "score": 80.0, "wall_time": 10.0, "timed": False, "secondary": None,
+             "phase_times": {"finetune": 10.0}, "machine": "X"},
+            {"trial": "trial-i1-d1", "score": 81.0, "wall_time": 100.0, "timed": True, "secondary": None,
+             "phase_times": {"finetune": 100.0}, "machine": "X"}]
+    rec = {"finetune-only": ({"strategy": "finetune-only", "head": "fc"}, {r["trial"]: r for r in runs})}
+    got = collect(plan, [(0, 0), (1, 1)], tmp_path, "f1", None, rec, "X")["finetune-only"]
+    assert got["n"] == 2 and got["wall_time_min"] == 100.0  # the void 10 s is not the fastest run
+    assert "excluded" in got["untimed"]["trial-i0-d0"]
+
+
 def test_reproduce_target_picks_the_best_stacked_cell_and_reports_the_controls():
     sys.path.insert(0, str(BENCH))
     try:

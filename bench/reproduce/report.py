@@ -120,7 +120,10 @@ def collect(plan: TaskPlan, pairs, out: Path, metric: str, secondary: str | None
             n_before = len(runs)
             _collect_run(runs, cell, plan, out, tid, i, d, metric, secondary, excluded)
             if len(runs) == n_before and tid in old_runs:
-                runs.append({**old_runs[tid], "recorded": True})
+                rec = {**old_runs[tid], "recorded": True}
+                if rec.get("timed") is False and not rec.get("untimed_why"):  # records before untimed_why
+                    rec["untimed_why"] = "its wall time was already excluded from timings when it was recorded"
+                runs.append(rec)
         scores = [r["score"] for r in runs]
         entry = {"strategy": cell.strategy or "ensemble (soft vote)", "head": cell.head,
                  "head_options": dict(cell.head_options), "overrides": dict(cell.overrides),
