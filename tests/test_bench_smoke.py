@@ -338,3 +338,30 @@ def test_gap_rule_bench_smoke(tmp_path):
     assert res["gap(tol=0.02)"] > 0.5
     assert res["gap_se(z=2.0)"] >= res["gap_se(z=2.5)"] >= res["gap_se(z=3.0)"]
     assert res["gap_se(z=2.5)"] < 0.15
+
+
+def test_reproduce_ensemble_waits_for_its_members(tmp_path, capsys):
+    """An ensemble whose member runs are not trained yet is skipped with a line, not a crash, and
+    an invocation that names other cells (--cells) does not touch it."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from reproduce.plan import Cell, TaskPlan
+        from reproduce.run import run_task
+    finally:
+        sys.path.remove(str(BENCH))
+    from stackft.modeling.encoders import tiny_random_encoder
+
+    data = tmp_path / "data"
+    (data / "yahoo").mkdir(parents=True)
+    rows = [f"{w} question number {i},{'a' if i % 2 else 'b'}" for i, w in enumerate(["why", "how"] * 10)]
+    (data / "yahoo" / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    plan = TaskPlan("yahoo", "classification", "Y", "yahoo/train.csv", None, 4, None, None,
+                    cells=(Cell("finetune-only", "finetune-only", "fc"),
+                           Cell("ensemble", None, members=("finetune-only", "snf"))))
+    enc = tiny_random_encoder()
+    out = tmp_path / "out"
+    assert run_task(plan, "smoke", [(0, 0)], data, out, enc, "cpu", cells={"ensemble"}) == 0
+    assert "skipped, members not trained yet: finetune-only, snf" in capsys.readouterr().out
+    assert not list((out / "yahoo" / "ensemble").glob("*.json"))
+    assert run_task(plan, "smoke", [(0, 0)], data, out, enc, "cpu", cells={"finetune-only-2x"}) == 0
+    assert "ensemble" not in capsys.readouterr().out

@@ -96,7 +96,7 @@ def run_task(plan: TaskPlan, scale: str, pairs: list[tuple[int, int]], data_root
             f"{s['best_score']:.4f} in {time.perf_counter() - t0:.0f} s")
 
     for cell in plan.cells:
-        if cell.strategy is not None:
+        if cell.strategy is not None or (cells is not None and cell.name not in cells):
             continue
         ens_dir = out / plan.key / cell.name
         ens_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +106,10 @@ def run_task(plan: TaskPlan, scale: str, pairs: list[tuple[int, int]], data_root
             if path.exists():
                 continue
             members = [out / plan.key / m / trial_id(i, d) for m in cell.members]
+            missing = [m.parent.name for m in members if not RunDir(m).is_finished()]
+            if missing:  # soft-votes finished runs only; a later invocation votes once they are
+                log(f"{plan.key}/{cell.name} {trial_id(i, d)}: skipped, members not trained yet: {', '.join(missing)}")
+                continue
             t0 = time.perf_counter()
             res = ensemble_predict(members, data.dev, vote="soft", device=device)
             row = {"init_seed": i, "data_seed": d, "vote": "soft", "n": res["n"], "ensemble": res["ensemble"],
