@@ -76,6 +76,10 @@ class TrainConfig:
     head_options: dict = _field(
         default_factory=dict, group=_TASK,
         help="JSON object of head options, e.g. '{\"perspectives\": 10}'")
+    head_defaults: int = _field(
+        2, group=_TASK, choices=(1, 2),
+        help="revision of the heads' default options the run builds: 2 (DenseNet 128 channels) or 1 (DenseNet "
+             "as wide as the encoder); a config.json written before revisions existed reads as 1")
     encoder: str | None = _field(
         None, group=_TASK, help="HF hub id or local folder (default: packaged all-MiniLM-L6-v2)")
     layers: tuple[int, ...] = _field(
@@ -234,7 +238,8 @@ class TrainConfig:
     # Fields added after a release, with the value that reproduces what a config.json written before
     # them trained (absent there = this value, not today's default).
     ABSENT_MEANS = {"phase2_head_lr_scale": 1.0,  # 0.2: the head trained at --phase2-lr in phase 2
-                    "stop_mode": "gap"}  # the default until gap_se replaced it (after 0.2.0)
+                    "stop_mode": "gap",  # the default until gap_se replaced it (after 0.2.0)
+                    "head_defaults": 1}  # heads as their defaults were before revisions (DenseNet: encoder width)
 
     def changed_for_resume(self, saved: dict) -> list[str]:
         """Fields of ``saved`` (a run's config.json) that differ from this config and decide what is trained."""

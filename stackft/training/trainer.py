@@ -52,7 +52,7 @@ from stackft.config import TrainConfig
 from stackft.data.pipeline import TaskData, load_task_data
 from stackft.data.subset import SubsetView
 from stackft.modeling.encoders import Encoder, is_pretrained, load_encoder
-from stackft.modeling.heads import build_head, head_pair_input
+from stackft.modeling.heads import build_head, head_pair_input, revision_options
 from stackft.modeling.model import StackModel, task_loss
 from stackft.run_dir import STATE_FILE, RunDir, RunFolderInUse
 from stackft.tasks import get_task
@@ -153,8 +153,9 @@ def build_model(cfg: TrainConfig, encoder: Encoder, num_labels: int) -> StackMod
     task = get_task(cfg.task)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
-        head = build_head(resolve_head(cfg), encoder.hidden_size, num_labels, level=task.level,
-                          dropout=cfg.dropout, **cfg.head_options)
+        name = resolve_head(cfg)
+        options = {**revision_options(name, cfg.head_defaults), **cfg.head_options}
+        head = build_head(name, encoder.hidden_size, num_labels, level=task.level, dropout=cfg.dropout, **options)
     return StackModel(encoder, head)
 
 

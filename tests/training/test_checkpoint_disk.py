@@ -181,3 +181,22 @@ def test_partial_checkpoint_helpers(tmp_path, make_tiny_encoder):
     enc.load_state_dict(saved)  # the pretrained weights again (a study's restore)
     assert is_pretrained(enc, "somewhere")
     assert os.path.exists(tmp_path)
+
+
+def test_a_checkpoint_written_before_head_revisions_rebuilds_its_old_default_head(data, tiny_encoder_dir, tmp_path):
+    """DenseNet's default width changed (head_defaults 2: 128 channels; 1: the encoder's width). A
+    checkpoint whose config has no head_defaults (written before it existed) was built as wide as
+    the encoder and must load as such; a new one builds 128 channels."""
+    kw = dict(strategy="stack-only", head_options={}, stack_epochs=1)
+    Trainer(config(data, tmp_path / "new", tiny_encoder_dir, **kw)).fit()
+    Trainer(config(data, tmp_path / "old", tiny_encoder_dir, head_defaults=1, **kw)).fit()
+    new, _ = load_trained(RunDir(tmp_path / "new").best)
+    width = new.encoder.hidden_size
+    assert width != 128 and new.head.blocks[0].convs[0].out_channels == 128
+    best = RunDir(tmp_path / "old").best
+    meta = json.loads((best / ckpt.META_FILE).read_text())
+    assert meta["config"].pop("head_defaults") == 1  # as a config.json of an earlier release has it
+    (best / ckpt.META_FILE).write_text(json.dumps(meta))
+    old, meta = load_trained(best)
+    assert old.head.blocks[0].convs[0].out_channels == width
+    assert TrainConfig.from_dict(meta["config"]).head_defaults == 1

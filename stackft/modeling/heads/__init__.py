@@ -35,6 +35,28 @@ HEADS = {
 }
 
 
+# Revisions of the heads' default options. A run records the revision it was built with
+# (TrainConfig.head_defaults; a config.json without it reads as 1), and build_model applies the
+# options below under the run's own head_options, so an old run's head is rebuilt as it trained.
+HEAD_DEFAULTS = 2
+_DEFAULTS_BEFORE = {
+    # 1 -> 2: DenseNet's width from the encoder's (384 for MiniLM) to 128 channels, chosen on dev
+    # (docs/methods.md, DenseNet width)
+    1: {"densenet": {"channels": None}},  # None: the encoder's width
+}
+
+
+def revision_options(name: str, revision: int) -> dict:
+    """Options that make head ``name`` build as revision ``revision`` of the defaults built it."""
+    if not 1 <= revision <= HEAD_DEFAULTS:
+        raise ValueError(f"head_defaults must be 1 to {HEAD_DEFAULTS}, got {revision}")
+    key = name.strip().lower().replace("_", "-")
+    out: dict = {}
+    for r in range(HEAD_DEFAULTS - 1, revision - 1, -1):  # newest change first, the oldest wins
+        out.update(_DEFAULTS_BEFORE.get(r, {}).get(key, {}))
+    return out
+
+
 def _factory(name: str, level: str | None):
     key = name.strip().lower().replace("_", "-")
     if key not in HEADS:
@@ -74,7 +96,8 @@ def head_pair_input(name: str) -> bool:
 
 
 __all__ = [
-    "HEADS", "build_head", "head_class", "head_level", "head_pair_input", "kaiming_init",
+    "HEADS", "HEAD_DEFAULTS", "build_head", "head_class", "head_level", "head_pair_input", "kaiming_init",
+    "revision_options",
     "FCTokenHead", "FCSequenceHead", "LinearTokenHead", "LinearSequenceHead", "BiLSTMTagger", "HighwayLSTMClassifier", "DenseNetCNNClassifier",
     "BiMPMHead", "BiMPMNoContextHead", "MultiPerspectiveMatching", "SimTransformerHead",
 ]
