@@ -33,7 +33,7 @@ def sample_values(f) -> list[tuple[str, object]]:
     """
     hint, default, choices = HINTS[f.name], _default(f), f.metadata.get("choices")
     if choices:
-        return [(c, c) for c in choices if c != default][:1]
+        return [(str(c), c) for c in choices if c != default][:1]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         kinds = {a for a in args if a is not type(None)}

@@ -10,7 +10,8 @@ from stackft import config
 from stackft.config import TrainConfig
 
 CHOICE_TUPLES = ("STRATEGIES", "PAIR_MODES", "ON_ERROR", "STOP_MODES", "PET_METHODS", "OPTIMIZERS", "SCHEDULES",
-                 "CLIP_MODES", "CACHE_DTYPES", "CACHE_PLACEMENTS", "PRECISIONS", "HANDOFFS", "REPORT_TO")
+                 "CLIP_MODES", "CACHE_DTYPES", "CACHE_PLACEMENTS", "PRECISIONS", "HANDOFFS", "REPORT_TO",
+                 "HEAD_REVISIONS")
 
 
 def test_owning_modules_define_the_same_values():
@@ -18,6 +19,7 @@ def test_owning_modules_define_the_same_values():
     from stackft.cache.source import PLACEMENTS
     from stackft.data.encode import KINDS
     from stackft.data.errors import ON_ERROR
+    from stackft.modeling.heads import HEAD_DEFAULTS
     from stackft.modeling.pet import METHODS
     from stackft.training import strategies
     from stackft.training.optim import SCHEDULES
@@ -25,6 +27,7 @@ def test_owning_modules_define_the_same_values():
 
     assert strategies.STRATEGIES is config.STRATEGIES  # strategies.py takes its tuple from config
     assert config.STOP_MODES == MODES
+    assert config.HEAD_REVISIONS == tuple(range(1, HEAD_DEFAULTS + 1))
     assert config.SCHEDULES == SCHEDULES
     assert config.CACHE_PLACEMENTS == PLACEMENTS
     assert config.CACHE_DTYPES == tuple(DTYPES)
