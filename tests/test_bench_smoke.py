@@ -268,17 +268,20 @@ def test_reproduce_keeps_recorded_runs_only_for_unchanged_cells():
 def test_recorded_runs_keep_their_exclusion_from_timings(tmp_path):
     sys.path.insert(0, str(BENCH))
     try:
-        from reproduce.plan import Cell, TaskPlan
-        from reproduce.report import collect
+        from reproduce.plan import BASE, Cell, TaskPlan
+        from reproduce.report import collect, recorded_runs
     finally:
         sys.path.remove(str(BENCH))
     cell = Cell("finetune-only", "finetune-only", "fc")
     plan = TaskPlan("ner", "ner", "NER", "t.txt", None, None, None, None, cells=(cell,))
     runs = [{"trial": "trial-i0-d0", "score": 80.0, "wall_time": 10.0, "timed": False, "secondary": None,
-             "phase_times": {"finetune": 10.0}, "machine": "X"},
+             "phase_times": {"finetune": 10.0}},
             {"trial": "trial-i1-d1", "score": 81.0, "wall_time": 100.0, "timed": True, "secondary": None,
-             "phase_times": {"finetune": 100.0}, "machine": "X"}]
-    rec = {"finetune-only": ({"strategy": "finetune-only", "head": "fc"}, {r["trial"]: r for r in runs})}
+             "phase_times": {"finetune": 100.0}}]
+    # a record written before runs carried their machine and untimed_why (the previous report's JSON)
+    prev = {"scale": "mid", "base_config": BASE["mid"], "machine": {"cpu": "X"},
+            "tasks": {"ner": {"cells": {"finetune-only": {"strategy": "finetune-only", "head": "fc", "runs": runs}}}}}
+    rec = recorded_runs(prev, "mid", "ner")
     got = collect(plan, [(0, 0), (1, 1)], tmp_path, "f1", None, rec, "X")["finetune-only"]
     assert got["n"] == 2 and got["wall_time_min"] == 100.0  # the void 10 s is not the fastest run
     assert "excluded" in got["untimed"]["trial-i0-d0"]

@@ -127,7 +127,7 @@ def mid_cells(key: str, heads) -> tuple:
             Cell("snf-densenet-gapse", "stack-and-finetune", "densenet", heads("densenet"), overrides=NOISE_AWARE),
             Cell("snf-fc-gapse-headlr", "stack-and-finetune", "fc", overrides={**NOISE_AWARE, **HEAD_LR}),
             # DenseNet's width against its cost (issue #12): the head alone on cached features (stack-only,
-            # 3 epochs), 64 / 128 / 384 (= the encoder width, the library's default) channels
+            # 3 epochs), 64 / 128 (the default since it was chosen from these cells) / 384 (= the encoder width) channels
             *(Cell(f"stack-densenet-c{c}", "stack-only", "densenet", {"channels": c}, overrides=DENSENET_SWEEP)
               for c in (64, 128, 384)),
             Cell("ensemble", None, members=("finetune-only", "snf-densenet-gapse", "snf-highway-lstm-gapse")),

@@ -46,11 +46,16 @@ _DEFAULTS_BEFORE = {
 }
 
 
+def _key(name: str) -> str:
+    """A head name as :data:`HEADS` spells it (``_`` and ``-`` interchangeable, any case)."""
+    return name.strip().lower().replace("_", "-")
+
+
 def revision_options(name: str, revision: int) -> dict:
     """Options that make head ``name`` build as revision ``revision`` of the defaults built it."""
     if not 1 <= revision <= HEAD_DEFAULTS:
         raise ValueError(f"head_defaults must be 1 to {HEAD_DEFAULTS}, got {revision}")
-    key = name.strip().lower().replace("_", "-")
+    key = _key(name)
     out: dict = {}
     for r in range(HEAD_DEFAULTS - 1, revision - 1, -1):  # newest change first, the oldest wins
         out.update(_DEFAULTS_BEFORE.get(r, {}).get(key, {}))
@@ -58,7 +63,7 @@ def revision_options(name: str, revision: int) -> dict:
 
 
 def _factory(name: str, level: str | None):
-    key = name.strip().lower().replace("_", "-")
+    key = _key(name)
     if key not in HEADS:
         raise ValueError(f"unknown head {name!r}; known heads: {', '.join(HEADS)}")
     if level is not None and level not in LEVELS:
