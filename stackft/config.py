@@ -35,7 +35,7 @@ CACHE_DTYPES = ("fp32", "fp16", "bf16", "int8")  # cache.format.DTYPES
 CACHE_PLACEMENTS = ("auto", "device", "pinned", "mmap")  # cache.source.PLACEMENTS
 PRECISIONS = ("auto", "fp32", "bf16")  # training.trainer.resolve_precision
 HANDOFFS = ("rule", "search")  # studies.handoff
-HEAD_REVISIONS = (1, 2)  # modeling.heads: 1 .. HEAD_DEFAULTS (revisions of the heads' default options)
+HEAD_REVISIONS = (1, 2, 3)  # modeling.heads: 1 .. HEAD_DEFAULTS (revisions of the heads' default options)
 #: what TrainConfig.validate accepts without importing the modules that own them (tests keep them in step)
 TASK_NAMES = ("ner", "classification", "pairs")  # tasks.TASKS
 TASK_ALIASES = ("cls", "conll", "pair", "qqp", "similarity", "tagging", "text", "yahoo")  # tasks.ALIASES
@@ -78,9 +78,10 @@ class TrainConfig:
         default_factory=dict, group=_TASK,
         help="JSON object of head options, e.g. '{\"perspectives\": 10}'")
     head_defaults: int = _field(
-        2, group=_TASK, choices=HEAD_REVISIONS,
-        help="revision of the heads' default options the run builds: 2 (DenseNet 128 channels) or 1 (DenseNet "
-             "as wide as the encoder); a config.json written before revisions existed reads as 1")
+        3, group=_TASK, choices=HEAD_REVISIONS,
+        help="revision of the heads' default options the run builds: 3 (Sim-Transformer batch-normalises its "
+             "matching features), 2 (it does not; DenseNet 128 channels) or 1 (DenseNet as wide as the "
+             "encoder); a config.json written before revisions existed reads as 1")
     encoder: str | None = _field(
         None, group=_TASK, help="HF hub id or local folder (default: packaged all-MiniLM-L6-v2)")
     layers: tuple[int, ...] = _field(

@@ -53,3 +53,51 @@ def test_pair_head_fits_a_separable_toy_task(name):
     assert accuracy > 0.85, f"{name}: dev accuracy {accuracy:.3f}"
     share = pred.float().mean().item()
     assert 0.3 < share < 0.7, f"{name} predicts class 1 for {share:.0%} of a balanced set (collapse)"
+
+
+def test_token_batch_norm_is_batch_norm_over_real_tokens_of_both_sides():
+    from stackft.modeling.heads.sim_transformer import TokenBatchNorm
+
+    g = torch.Generator().manual_seed(0)
+    ours, ref = TokenBatchNorm(7), torch.nn.BatchNorm1d(7)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5, generator=g)
+        ours.bias.uniform_(-1, 1, generator=g)
+        ref.load_state_dict(ours.state_dict())
+    xa = (torch.randn(5, 9, 7, generator=g) * 3 + 2).transpose(0, 1).contiguous().transpose(0, 1)  # non-contiguous
+    xb = torch.randn(5, 4, 7, generator=g) - 1
+    ma, mb = torch.rand(5, 9, generator=g) > 0.4, torch.rand(5, 4, generator=g) > 0.4
+    ma[:, 0] = mb[:, 0] = True
+    for _ in range(2):  # twice: the running statistics move as nn.BatchNorm1d's do
+        ya, yb = ours((xa, xb), (ma, mb))
+        want = ref(torch.cat([xa[ma], xb[mb]]))
+        torch.testing.assert_close(torch.cat([ya[ma], yb[mb]]), want)
+    assert ya[~ma].abs().max() == 0 and yb[~mb].abs().max() == 0
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    ours.eval(), ref.eval()
+    torch.testing.assert_close(ours((xa,), (ma,))[0][ma], ref(xa[ma]))
+    # a single real token in a training batch: running statistics, not a division by zero
+    ours.train()
+    one = torch.zeros(1, 3, dtype=torch.bool)
+    one[0, 0] = True
+    before = ours.running_mean.clone()
+    y, = ours((xa[:1, :3],), (one,))
+    assert torch.isfinite(y).all() and torch.equal(ours.running_mean, before)
+    # bf16 in, bf16 out, statistics in float32
+    yh, = ours((xa.bfloat16(),), (ma,))
+    assert yh.dtype == torch.bfloat16
+    torch.testing.assert_close(yh.float(), ours((xa,), (ma,))[0], atol=0.05, rtol=0.02)
+
+
+def test_sim_transformer_checkpoints_of_head_revision_2_build_without_the_norm():
+    from stackft.modeling.heads import HEAD_DEFAULTS, revision_options
+
+    assert HEAD_DEFAULTS >= 3
+    old = build_head("sim-transformer", 32, 2, level="sequence", **revision_options("sim-transformer", 2),
+                     **SMALL["sim-transformer"])
+    new = build_head("sim-transformer", 32, 2, level="sequence", **SMALL["sim-transformer"])
+    assert old.match_norm is None and not any("match_norm" in k for k in old.state_dict())
+    assert any(k.startswith("match_norm.running_mean") for k in new.state_dict())
+    with pytest.raises(ValueError, match="match_norm"):
+        build_head("sim-transformer", 32, 2, level="sequence", match_norm="layer")

@@ -38,11 +38,14 @@ HEADS = {
 # Revisions of the heads' default options. A run records the revision it was built with
 # (TrainConfig.head_defaults; a config.json without it reads as 1), and build_model applies the
 # options below under the run's own head_options, so an old run's head is rebuilt as it trained.
-HEAD_DEFAULTS = 2
+HEAD_DEFAULTS = 3
 _DEFAULTS_BEFORE = {
     # 1 -> 2: DenseNet's width from the encoder's (384 for MiniLM) to 128 channels, chosen on dev
     # (docs/methods.md, DenseNet width)
     1: {"densenet": {"channels": None}},  # None: the encoder's width
+    # 2 -> 3: Sim-Transformer batch-normalises its matching features (without it, it collapsed to the
+    # majority class on real encoder features; docs/methods.md, section 6)
+    2: {"sim-transformer": {"match_norm": "none"}},
 }
 
 
