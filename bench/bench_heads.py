@@ -24,8 +24,11 @@ rounds) so the rows of one thread count share the machine's load and their ratio
   head's recurrent shape as a plain LSTM (oneDNN on CPU);
 * ``highway layer bi [cpp]`` vs ``nn.LSTM 1x bi 256``: one layer, both directions, in ``d``,
   H 256, with ``x`` not needing / needing its grad (``-dx`` rows);
-* ``densenet channels=C``: the DenseNet head at other widths than its default (128 channels),
-  for its cost (no accuracy is measured here).
+* variants, for their cost (accuracy: docs/methods.md, section 6): ``densenet channels=C``, the
+  DenseNet head at other widths than its default (128 channels); ``sim-transformer match_norm=none``,
+  the paper's Sim-Transformer without the matching-feature norm (what the norm costs);
+  ``sim-transformer d_model=128 dim_feedforward=512``, a narrower Transformer (the reproduction's).
+  Variants have the ``head_dx`` column and the phase-2 estimate too, not the cached step.
 
 Per row: median and lowest ms, µs per token (B·T), ratio to the encoder's fwd+bwd, parameters,
 GFLOP of one forward and of the forward+backward (``torch.utils.flop_counter.FlopCounterMode``;
@@ -67,9 +70,12 @@ import stackft.kernels as K  # noqa: E402
 from stackft import _ext  # noqa: E402
 from stackft.modeling.heads import HEADS, build_head, head_level, head_pair_input  # noqa: E402
 
-FULL = dict(B=32, T=64, d=384, lstm=256, encoder="minilm", rounds=5, warmup=1, densenet_channels=(64, 192, 384),
-            cache_batches=8)
-SMOKE = dict(B=2, T=8, d=32, lstm=16, encoder="random:tiny", rounds=1, warmup=1, densenet_channels=(), cache_batches=2)
+VARIANTS = (("densenet", {"channels": 64}), ("densenet", {"channels": 192}), ("densenet", {"channels": 384}),
+            ("sim-transformer", {"match_norm": "none"}),
+            ("sim-transformer", {"d_model": 128, "dim_feedforward": 512}))
+FULL = dict(B=32, T=64, d=384, lstm=256, encoder="minilm", rounds=5, warmup=1, variants=VARIANTS, cache_batches=8)
+SMOKE = dict(B=2, T=8, d=32, lstm=16, encoder="random:tiny", rounds=1, warmup=1,
+             variants=(("sim-transformer", {"match_norm": "none"}),), cache_batches=2)
 CACHE_DTYPE = "fp16"  # TrainConfig.cache_dtype's default
 CACHED_TARGET = 1.15  # issue #12: cached phase-1 step <= 1.15x the head's own fwd+bwd on materialised features
 
@@ -243,13 +249,19 @@ def build_rows(cfg: dict, dev, *, reference_highway: bool = True, heads=None, ca
                       note="reference per-step loop")
             rows.append(ref)
 
-    # DenseNet at other widths than its default (128): cost only; accuracy in docs/methods.md
-    for ch in cfg.get("densenet_channels", ()):
+    # heads with other options than their defaults: cost only; accuracy in docs/methods.md
+    for name, opts in cfg.get("variants", ()):
+        if heads is not None and name not in heads:
+            continue
         torch.manual_seed(0)
-        head = build_head("densenet", d, 2, channels=ch).to(dev).train()
-        frozen = _features("densenet", B, T, d, dev, False)
-        rows.append(Row(f"densenet channels={ch}", _grad_step(head, lambda h=head, f=frozen: h(f)), kind="variant",
-                        params=_nparams(head), note="cost only (default: 128 channels)"))
+        head = build_head(name, d, 2, level=head_level(name), **opts).to(dev).train()
+        frozen = _features(name, B, T, d, dev, False)
+        live = _features(name, B, T, d, dev, True)
+        row = Row(" ".join([name, *(f"{k}={v}" for k, v in opts.items())]),
+                  _grad_step(head, lambda h=head, f=frozen: h(f)), kind="variant", params=_nparams(head),
+                  note="cost only")
+        row.dx_fn = _grad_step(head, lambda h=head, f=live: h(f), _leaves(live))
+        rows.append(row)
 
     # plain LSTMs of the highway head's shape, and one highway layer
     torch.manual_seed(0)
@@ -429,8 +441,6 @@ def main(argv=None) -> int:
     cfg = dict(SMOKE if args.smoke else FULL)
     if args.rounds:
         cfg["rounds"] = args.rounds
-    if args.heads:
-        cfg["densenet_channels"] = ()
     threads = [int(t) for t in args.threads.split(",")]
     heads = None
     if args.heads:

@@ -85,6 +85,7 @@ TWICE = dict(phase2_epochs=2 * BASE["mid"]["phase2_epochs"])
 HEAD_LR = dict(phase2_head_lr=10 * BASE["mid"]["phase2_lr"])
 LAYER_DECAY = dict(layer_decay=0.8)
 DENSENET_SWEEP = dict(stack_epochs=3)
+SIM_SWEEP = dict(stack_epochs=2)
 
 
 def mid_cells(key: str, heads) -> tuple:
@@ -105,6 +106,15 @@ def mid_cells(key: str, heads) -> tuple:
                  pair_mode="joint"),
             Cell("snf-sim-transformer-joint-gapse", "stack-and-finetune", "sim-transformer", heads("sim-transformer"),
                  overrides=NOISE_AWARE, pair_mode="joint"),
+            # Sim-Transformer alone on cached joint features (stack-only, 2 epochs): the paper's head without
+            # the matching-feature norm (head revision 2: it collapsed) against the default with it, at the
+            # reproduction's width (d_model 128) and the default width (256), for its accuracy against its cost
+            Cell("stack-sim-transformer-nonorm", "stack-only", "sim-transformer",
+                 {**heads("sim-transformer"), "match_norm": "none"}, overrides=SIM_SWEEP, pair_mode="joint"),
+            Cell("stack-sim-transformer-d128", "stack-only", "sim-transformer", heads("sim-transformer"),
+                 overrides=SIM_SWEEP, pair_mode="joint"),
+            Cell("stack-sim-transformer-d256", "stack-only", "sim-transformer", {"d_model": 256, "dim_feedforward": 1024},
+                 overrides=SIM_SWEEP, pair_mode="joint"),
             # finetune-only's own head (2 FC on [CLS]) stacked first: phase 1 runs from the cache, so the
             # method's cost over finetune-only is little more than the cache build
             Cell("snf-fc-joint-gapse-headlr", "stack-and-finetune", "fc", overrides={**NOISE_AWARE, **HEAD_LR},
