@@ -26,8 +26,9 @@ rounds) so the rows of one thread count share the machine's load and their ratio
   H 256, with ``x`` not needing / needing its grad (``-dx`` rows);
 * variants, for their cost (accuracy: docs/methods.md, section 6): ``densenet channels=C``, the
   DenseNet head at other widths than its default (128 channels); ``sim-transformer match_norm=none``,
-  the paper's Sim-Transformer without the matching-feature norm (what the norm costs);
-  ``sim-transformer d_model=128 dim_feedforward=512``, a narrower Transformer (the reproduction's).
+  Sim-Transformer without the matching-feature norm (what the norm costs); ``sim-transformer
+  d_model=256 dim_feedforward=1024``, its width before head revision 3, with and without the norm
+  (the latter: the head as revision 2 built it).
   Variants have the ``head_dx`` column and the phase-2 estimate too, not the cached step.
 
 Per row: median and lowest ms, µs per token (B·T), ratio to the encoder's fwd+bwd, parameters,
@@ -72,7 +73,8 @@ from stackft.modeling.heads import HEADS, build_head, head_level, head_pair_inpu
 
 VARIANTS = (("densenet", {"channels": 64}), ("densenet", {"channels": 192}), ("densenet", {"channels": 384}),
             ("sim-transformer", {"match_norm": "none"}),
-            ("sim-transformer", {"d_model": 128, "dim_feedforward": 512}))
+            ("sim-transformer", {"d_model": 256, "dim_feedforward": 1024}),
+            ("sim-transformer", {"match_norm": "none", "d_model": 256, "dim_feedforward": 1024}))
 FULL = dict(B=32, T=64, d=384, lstm=256, encoder="minilm", rounds=5, warmup=1, variants=VARIANTS, cache_batches=8)
 SMOKE = dict(B=2, T=8, d=32, lstm=16, encoder="random:tiny", rounds=1, warmup=1,
              variants=(("sim-transformer", {"match_norm": "none"}),), cache_batches=2)

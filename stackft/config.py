@@ -80,7 +80,8 @@ class TrainConfig:
     head_defaults: int = _field(
         3, group=_TASK, choices=HEAD_REVISIONS,
         help="revision of the heads' default options the run builds: 3 (Sim-Transformer batch-normalises its "
-             "matching features), 2 (it does not; DenseNet 128 channels) or 1 (DenseNet as wide as the "
+             "matching features, d_model 128), 2 (no norm, d_model 256; DenseNet 128 channels) or 1 (DenseNet "
+             "as wide as the "
              "encoder); a config.json written before revisions existed reads as 1")
     encoder: str | None = _field(
         None, group=_TASK, help="HF hub id or local folder (default: packaged all-MiniLM-L6-v2)")

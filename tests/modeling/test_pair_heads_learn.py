@@ -94,8 +94,10 @@ def test_sim_transformer_checkpoints_of_head_revision_2_build_without_the_norm()
     from stackft.modeling.heads import HEAD_DEFAULTS, revision_options
 
     assert HEAD_DEFAULTS >= 3
-    old = build_head("sim-transformer", 32, 2, level="sequence", **revision_options("sim-transformer", 2),
-                     **SMALL["sim-transformer"])
+    assert revision_options("sim-transformer", 2) == {"match_norm": "none", "d_model": 256, "dim_feedforward": 1024}
+    assert build_head("sim-transformer", 32, 2, level="sequence").proj.out_features == 128
+    old = build_head("sim-transformer", 32, 2, level="sequence",
+                     **{**revision_options("sim-transformer", 2), **SMALL["sim-transformer"]})
     new = build_head("sim-transformer", 32, 2, level="sequence", **SMALL["sim-transformer"])
     assert old.match_norm is None and not any("match_norm" in k for k in old.state_dict())
     assert any(k.startswith("match_norm.running_mean") for k in new.state_dict())

@@ -44,8 +44,9 @@ _DEFAULTS_BEFORE = {
     # (docs/methods.md, DenseNet width)
     1: {"densenet": {"channels": None}},  # None: the encoder's width
     # 2 -> 3: Sim-Transformer batch-normalises its matching features (without it, it collapsed to the
-    # majority class on real encoder features; docs/methods.md, section 6)
-    2: {"sim-transformer": {"match_norm": "none"}},
+    # majority class on real encoder features) and is half as wide (d_model 128, FF 512), chosen on dev
+    # (docs/methods.md, section 6)
+    2: {"sim-transformer": {"match_norm": "none", "d_model": 256, "dim_feedforward": 1024}},
 }
 
 
