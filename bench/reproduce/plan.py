@@ -106,6 +106,11 @@ def mid_cells(key: str, heads) -> tuple:
                  pair_mode="joint"),
             Cell("snf-sim-transformer-joint-gapse", "stack-and-finetune", "sim-transformer", heads("sim-transformer"),
                  overrides=NOISE_AWARE, pair_mode="joint"),
+            # phase 2 falls with this head at the encoder lr of 5e-5; a 70-step probe from the handoff fell
+            # least with the encoder at 1e-5 and the head at 5e-5 (docs/methods.md, section 6)
+            Cell("snf-sim-transformer-joint-gapse-enc1e5", "stack-and-finetune", "sim-transformer",
+                 heads("sim-transformer"), overrides={**NOISE_AWARE, "phase2_lr": 1e-5, "phase2_head_lr": 5e-5},
+                 pair_mode="joint"),
             # Sim-Transformer alone on cached joint features (stack-only, 2 epochs): the paper's head without
             # the matching-feature norm (head revision 2: it collapsed) against the default with it, at the
             # reproduction's width (d_model 128) and the default width (256), for its accuracy against its cost
