@@ -261,7 +261,7 @@ def build_rows(cfg: dict, dev, *, reference_highway: bool = True, heads=None, ca
         live = _features(name, B, T, d, dev, True)
         row = Row(" ".join([name, *(f"{k}={v}" for k, v in opts.items())]),
                   _grad_step(head, lambda h=head, f=frozen: h(f)), kind="variant", params=_nparams(head),
-                  note="cost only")
+                  lstm_modules=[m for m in head.modules() if isinstance(m, nn.LSTM)], note="cost only")
         row.dx_fn = _grad_step(head, lambda h=head, f=live: h(f), _leaves(live))
         rows.append(row)
 
