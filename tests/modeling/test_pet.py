@@ -130,9 +130,22 @@ def ehft_cfg(out, method, **kw):
                        progress=False, device="cpu", output_dir=str(out), **kw)
 
 
-def _encoder_tensors(path):
-    return {k[len("encoder."):]: v for k, v in load_file(str(path / "model.safetensors")).items()
-            if k.startswith("encoder.")}
+def _encoder_tensors(path, pretrained: dict) -> dict:
+    """The encoder tensors of checkpoint ``path``. A checkpoint of a frozen phase leaves out the encoder
+    tensors it did not train; those must be declared as omitted, and their digest must be the
+    pretrained tensors' (so a left-out tensor is known to equal ``pretrained``'s)."""
+    from stackft.training import checkpoint as ckpt
+
+    stored = {k[len("encoder."):]: v for k, v in load_file(str(path / "model.safetensors")).items()
+              if k.startswith("encoder.")}
+    missing = sorted(k for k in pretrained if k not in stored)
+    if missing:
+        names = [f"encoder.{k}" for k in missing]
+        assert ckpt.omits(path, names), f"{path} lacks {len(missing)} encoder tensors it does not declare"
+        digest = ckpt.tensors_digest({f"encoder.{k}": pretrained[k] for k in missing}, names)
+        assert digest == ckpt.weights_info(path)["digest"], f"{path}: left-out tensors are not the pretrained ones"
+        stored.update({k: pretrained[k] for k in missing})
+    return stored
 
 
 def test_ehft_lora_run(tokenizer, data, tmp_path):
@@ -148,14 +161,14 @@ def test_ehft_lora_run(tokenizer, data, tmp_path):
     lora_b = [v for k, v in chosen.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
     # ... while every encoder weight stayed bit-identical to the pretrained one
-    p1 = _encoder_tensors(tmp_path / "run" / "phase1_end")
+    p1 = _encoder_tensors(tmp_path / "run" / "phase1_end", pretrained)
     assert set(p1) == set(pretrained)
     assert all(torch.equal(p1[k], pretrained[k]) for k in pretrained)
     # the final model has no PET modules, and phase 2 did train the encoder from there
     for ckpt_dir in ("best", "phase1_end", "last"):
         assert not any("lora" in k for k in load_file(str(tmp_path / "run" / ckpt_dir / "model.safetensors")))
     assert not any("lora" in k for k in trainer.model.state_dict()) and not pet.is_attached(trainer.model.encoder)
-    best = _encoder_tensors(tmp_path / "run" / "best")
+    best = _encoder_tensors(tmp_path / "run" / "best", pretrained)
     assert any(not torch.equal(best[k], pretrained[k]) for k in pretrained)
 
 
@@ -166,14 +179,14 @@ def test_ehft_bitfit_phase2_starts_from_pretrained(tokenizer, data, tmp_path):
     enc = fresh_encoder(tokenizer)
     pretrained = {k: v.clone() for k, v in enc.state_dict().items()}
     assert Trainer(ehft_cfg(out, "bitfit", stop_after_phase=0), encoder=enc, data=data).fit()["status"] == "paused"
-    p1 = _encoder_tensors(out / "phase1_end")
+    p1 = _encoder_tensors(out / "phase1_end", pretrained)
     biases = [k for k in pretrained if k.endswith(".bias")]
     assert all(torch.equal(p1[k], pretrained[k]) for k in pretrained if not k.endswith(".bias"))
     assert any(not torch.equal(p1[k], pretrained[k]) for k in biases)  # BitFit moved the biases
     # resume (a new process: a freshly loaded encoder) and stop before the first phase-2 step
     r = Trainer(ehft_cfg(out, "bitfit", max_steps_this_run=0), encoder=fresh_encoder(tokenizer), data=data).fit(resume=True)
     assert r["status"] == "interrupted" and r["position"]["phase"] == 1 and r["position"]["phase_step"] == 0
-    start = _encoder_tensors(out / "last")
+    start = _encoder_tensors(out / "last", pretrained)
     assert all(torch.equal(start[k], pretrained[k]) for k in pretrained)  # biases reloaded as well
     head_p1 = {k: v for k, v in load_file(str(out / "phase1_end" / "model.safetensors")).items() if k.startswith("head.")}
     head_start = {k: v for k, v in load_file(str(out / "last" / "model.safetensors")).items() if k.startswith("head.")}
