@@ -368,3 +368,35 @@ def test_reproduce_ensemble_waits_for_its_members(tmp_path, capsys):
     assert not list((out / "yahoo" / "ensemble").glob("*.json"))
     assert run_task(plan, "smoke", [(0, 0)], data, out, enc, "cpu", cells={"finetune-only-2x"}) == 0
     assert "ensemble" not in capsys.readouterr().out
+
+
+def test_heads_round_robin_times_fast_entries_in_bursts():
+    """An entry faster than ``burst_ms`` is called back to back and its per-call mean recorded; a slow
+    one once per round."""
+    import time
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_heads
+    finally:
+        sys.path.remove(str(BENCH))
+    calls = {"fast": 0, "slow": 0}
+
+    def fast():
+        calls["fast"] += 1
+
+    def slow():
+        calls["slow"] += 1
+        time.sleep(0.03)
+
+    wall, cpu = bench_heads.time_round_robin([("fast", fast), ("slow", slow)], rounds=3, warmup=1,
+                                             dev=torch_cpu(), burst_ms=20.0)
+    assert calls["slow"] == 4 and len(wall["slow"]) == 3 and min(wall["slow"]) >= 30.0
+    assert calls["fast"] > 4 * 3 and len(wall["fast"]) == 3  # bursts of many calls in the timed rounds
+    assert max(wall["fast"]) < 1.0  # per call, not per burst
+
+
+def torch_cpu():
+    import torch
+
+    return torch.device("cpu")
