@@ -347,7 +347,7 @@ def time_round_robin(entries: list[tuple[str, object]], rounds: int, warmup: int
     An entry whose warmup call took less than ``burst_ms`` is timed as a burst of back-to-back calls
     (``ceil(burst_ms / warmup time)`` of them; the per-call mean is recorded): a training loop runs
     such a step after itself, with its weights and inputs in cache, while a single call timed right
-    after the encoder's step measures a cold cache (the fc head: 1.3 ms single, 0.33 ms in a loop).
+    after the encoder's step measures a cold cache (the fc head: 1.3 ms single, 0.55 ms in bursts).
     Larger entries are timed one call per round, as before.
 
     The CPU time (``time.process_time``: all threads of this process) is what a run costs when the

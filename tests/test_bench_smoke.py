@@ -389,14 +389,10 @@ def test_heads_round_robin_times_fast_entries_in_bursts():
         calls["slow"] += 1
         time.sleep(0.03)
 
+    import torch
+
     wall, cpu = bench_heads.time_round_robin([("fast", fast), ("slow", slow)], rounds=3, warmup=1,
-                                             dev=torch_cpu(), burst_ms=20.0)
+                                             dev=torch.device("cpu"), burst_ms=20.0)
     assert calls["slow"] == 4 and len(wall["slow"]) == 3 and min(wall["slow"]) >= 30.0
     assert calls["fast"] > 4 * 3 and len(wall["fast"]) == 3  # bursts of many calls in the timed rounds
     assert max(wall["fast"]) < 1.0  # per call, not per burst
-
-
-def torch_cpu():
-    import torch
-
-    return torch.device("cpu")

@@ -84,7 +84,7 @@ TWICE = dict(phase2_epochs=2 * BASE["mid"]["phase2_epochs"])
 # head lr alone does, apart from phase 1
 HEAD_LR = dict(phase2_head_lr=10 * BASE["mid"]["phase2_lr"])
 LAYER_DECAY = dict(layer_decay=0.8)
-DENSENET_SWEEP = dict(stack_epochs=3)  # also the highway LSTM's width sweep
+WIDTH_SWEEP = dict(stack_epochs=3)  # the DenseNet and highway-LSTM width sweeps
 SIM_SWEEP = dict(stack_epochs=2)
 
 
@@ -143,12 +143,12 @@ def mid_cells(key: str, heads) -> tuple:
             Cell("snf-fc-gapse-headlr", "stack-and-finetune", "fc", overrides={**NOISE_AWARE, **HEAD_LR}),
             # DenseNet's width against its cost (issue #12): the head alone on cached features (stack-only,
             # 3 epochs), 64 / 128 (the default since it was chosen from these cells) / 384 (= the encoder width) channels
-            *(Cell(f"stack-densenet-c{c}", "stack-only", "densenet", {"channels": c}, overrides=DENSENET_SWEEP)
+            *(Cell(f"stack-densenet-c{c}", "stack-only", "densenet", {"channels": c}, overrides=WIDTH_SWEEP)
               for c in (64, 128, 384)),
             # the highway LSTM's width against its cost (issue #12), the same way: stack-only on cached
-            # features, 3 epochs, 64 / 128 (the reproduction's width) / 256 (the default up to revision 3)
+            # features, 3 epochs, 64 / 128 (the reproduction's width) / 256 (the default, kept)
             *(Cell(f"stack-highway-lstm-h{h}", "stack-only", "highway-lstm", {"lstm_hidden": h},
-                   overrides=DENSENET_SWEEP) for h in (64, 128, 256)),
+                   overrides=WIDTH_SWEEP) for h in (64, 128, 256)),
             Cell("ensemble", None, members=("finetune-only", "snf-densenet-gapse", "snf-highway-lstm-gapse")),
             Cell("lp-ft", "lp-ft", "linear"),
             Cell("eh-ft-lora", "eh-ft", "fc", overrides=ehft),
