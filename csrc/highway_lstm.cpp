@@ -16,6 +16,7 @@
 // fp32, h rounded to bf16 each step (it is the next GEMM's operand) as in the reference; the
 // backward runs in fp32 and rounds the gradients once.
 #include "highway_lstm.h"
+#include "packed_gemm.h"
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
@@ -453,8 +454,27 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, bool large) {
   return out;
 }
 
-// highway_lstm_gemm() -> str: where the large fp32 GEMMs run, "onednn" or "mm" (at::mm)
+// Every fp32 GEMM of the layer goes to packed::gemm (an AVX-512 micro-kernel on a packed copy of
+// its B operand, packed_gemm.h) when the gate math runs its AVX-512 path: on one Zen 5 core it runs
+// these shapes at about 230 GFLOP/s, against 80-95 for MKL's sgemm (which takes its AVX2 path on
+// AMD) and about 150 for oneDNN's matmul (bench/README.md). STACKFT_HL_PACKED=0 turns it off (the
+// GEMMs go back to oneDNN / at::mm as above); read per call, so tests can switch it.
+bool use_packed() {
+  if (!packed::cpu_supported() || std::string(float_kernels().name) != "avx512") return false;
+  const char* env = std::getenv("STACKFT_HL_PACKED");
+  return env == nullptr || std::string(env) != "0";
+}
+
+// out [M, N] fp32 contiguous = A · B with A[m, k] = a[m * a_ms + k * a_ks], B[k, n] = b[k * b_ks + n * b_ns]
+void packed_gemm_out(at::Tensor& out, int64_t M, int64_t N, int64_t K, const float* a, int64_t a_ms,
+                     int64_t a_ks, const float* b, int64_t b_ks, int64_t b_ns) {
+  const at::Tensor pk = packed::pack_b(b, K, N, b_ks, b_ns);
+  packed::gemm(M, N, K, a, a_ms, a_ks, pk, out.mutable_data_ptr<float>(), N, /*accumulate=*/false);
+}
+
+// highway_lstm_gemm() -> str: where the fp32 GEMMs run, "packed-avx512", "onednn" or "mm" (at::mm)
 std::string highway_lstm_gemm() {
+  if (use_packed()) return "packed-avx512";
   return mkldnn_matmul_fn() != nullptr && at::hasMKLDNN() && at::globalContext().userEnabledMkldnn()
              ? "onednn"
              : "mm";
@@ -529,13 +549,29 @@ void forward_steps(at::Tensor& G, const at::Tensor& W_h, const at::Tensor& bias_
   const acc_t* drop = drop_acc.defined() ? drop_acc.const_data_ptr<acc_t>() : nullptr;
   const scalar_t* hg_base = hg.const_data_ptr<scalar_t>();
   const int64_t grain = row_grain(H);
+  // fp32: W_hᵀ [H, 5H] packed once for the T per-step GEMMs (W_hᵀ[k, n] = W_h[n * H + k])
+  at::Tensor W_pk;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (use_packed()) W_pk = packed::pack_b(W_h.const_data_ptr<float>(), H, 5 * H, 1, H);
+  }
 
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = reverse ? T - 1 - s : s;
     const int64_t tn = reverse ? t - 1 : t + 1;
     const bool last = s == T - 1;
     const bool rec = s > 0 || has_h0;  // else h_prev = 0: no recurrent term
-    if (rec) at::mm_out(hg, Hp.select(1, t), W_hT);
+    if (rec) {
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (W_pk.defined()) {
+          packed::gemm(B, 5 * H, H, hp_base + t * H, T * H, 1, W_pk, hg.mutable_data_ptr<float>(),
+                       5 * H, /*accumulate=*/false);
+        } else {
+          at::mm_out(hg, Hp.select(1, t), W_hT);
+        }
+      } else {
+        at::mm_out(hg, Hp.select(1, t), W_hT);
+      }
+    }
     at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
       std::vector<float> tmp(kSame ? 0 : 6 * H);
       for (int64_t b = b0; b < b1; ++b) {
@@ -592,7 +628,15 @@ highway_lstm_fwd_cpu(const at::Tensor& x_in, const at::Tensor& lengths_in, const
   const auto opt_acc = opt.dtype(acc);
 
   // the input projection of every step, one GEMM: [B·T, in] x [in, 6H]
-  at::Tensor G = gemm(x.view({B * T, n_in}), W_x.t(), /*large=*/true);
+  at::Tensor G;
+  if (dt == at::kFloat && use_packed()) {  // B = W_xᵀ: B[k, n] = W_x[n * in + k]
+    const at::Tensor W_xc = W_x.contiguous();
+    G = at::empty({B * T, 6 * H}, opt);
+    packed_gemm_out(G, B * T, 6 * H, n_in, x.const_data_ptr<float>(), n_in, 1,
+                    W_xc.const_data_ptr<float>(), 1, n_in);
+  } else {
+    G = gemm(x.view({B * T, n_in}), W_x.t(), /*large=*/true);
+  }
   if (G.scalar_type() != acc) G = G.to(acc);
   G = G.view({B, T, 6 * H});
   at::Tensor Hp = at::empty({B, T, H}, opt);
@@ -651,6 +695,10 @@ void backward_steps(const at::Tensor& G, const at::Tensor& Cp, const at::Tensor&
   acc_t* dg_base = dG.mutable_data_ptr<acc_t>();
   const acc_t* rec_base = rec.const_data_ptr<acc_t>();
   const int64_t grain = row_grain(H);
+  at::Tensor W_pk;  // fp32: W_h [5H, H] packed once for the T per-step GEMMs
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (use_packed()) W_pk = packed::pack_b(W_h_acc.const_data_ptr<float>(), 5 * H, H, H, 1);
+  }
 
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = reverse ? s : T - 1 - s;  // the forward's steps, last first
@@ -677,7 +725,12 @@ void backward_steps(const at::Tensor& G, const at::Tensor& Cp, const at::Tensor&
     // grad w.r.t. the h this step read: [B, 5H] (row stride T·6H) x [5H, H]; after the first
     // step of the forward it is the grad of h0, skipped when nobody wants it
     if (s + 1 < T || need_dstate) {
-      gemm_out(rec, dG.select(1, t).narrow(1, 0, 5 * H), W_h_acc, /*large=*/true);
+      if (W_pk.defined()) {
+        packed::gemm(B, H, 5 * H, dG.const_data_ptr<float>() + t * 6 * H, T * 6 * H, 1, W_pk,
+                     rec.mutable_data_ptr<float>(), H, /*accumulate=*/false);
+      } else {
+        gemm_out(rec, dG.select(1, t).narrow(1, 0, 5 * H), W_h_acc, /*large=*/true);
+      }
     }
   }
 }
@@ -748,17 +801,37 @@ highway_lstm_bwd_cpu(const std::optional<at::Tensor>& grad_out,
 
   // weight, bias and input gradients: one GEMM / reduction each over all B·T steps
   const at::Tensor dG2 = dG.view({B * T, 6 * H});
+  const bool pk = acc == at::kFloat && use_packed();
   const at::Tensor dGh = dG2.narrow(1, 0, 5 * H);  // the recurrent gates' grads (= the input ones)
   at::Tensor db, dW_h, dW_x, dx;
   if (need_dw) {
     const int64_t dim0[1] = {0};
     db = at::sum(dGh, at::IntArrayRef(dim0, 1));
-    dW_h = at::mm(dGh.t(), h_prev.to(acc).reshape({B * T, H}));
-    dW_x = gemm(dG2.t(), x_in.to(acc).reshape({B * T, n_in}), /*large=*/true);
+    const at::Tensor hp = h_prev.to(acc).reshape({B * T, H}).contiguous();
+    const at::Tensor xa = x_in.to(acc).reshape({B * T, n_in}).contiguous();
+    if (pk) {  // dGᵀ read in place: A[m, k] = dG2[k * 6H + m]
+      dW_h = at::empty({5 * H, H}, opt_acc);
+      packed_gemm_out(dW_h, 5 * H, H, B * T, dG2.const_data_ptr<float>(), 1, 6 * H,
+                      hp.const_data_ptr<float>(), H, 1);
+      dW_x = at::empty({6 * H, n_in}, opt_acc);
+      packed_gemm_out(dW_x, 6 * H, n_in, B * T, dG2.const_data_ptr<float>(), 1, 6 * H,
+                      xa.const_data_ptr<float>(), n_in, 1);
+    } else {
+      dW_h = at::mm(dGh.t(), hp);
+      dW_x = gemm(dG2.t(), xa, /*large=*/true);
+    }
   } else {
     db = none(), dW_h = none(), dW_x = none();
   }
-  dx = need_dx ? gemm(dG2, W_x_in.to(acc), /*large=*/true).view({B, T, n_in}) : none();
+  if (need_dx && pk) {
+    const at::Tensor W_xa = W_x_in.to(acc).contiguous();
+    dx = at::empty({B * T, n_in}, opt_acc);
+    packed_gemm_out(dx, B * T, n_in, 6 * H, dG2.const_data_ptr<float>(), 6 * H, 1,
+                    W_xa.const_data_ptr<float>(), n_in, 1);
+    dx = dx.view({B, T, n_in});
+  } else {
+    dx = need_dx ? gemm(dG2, W_x_in.to(acc), /*large=*/true).view({B, T, n_in}) : none();
+  }
   if (!gdrop.defined()) gdrop = none();
   auto to_dt = [&](at::Tensor t) { return t.scalar_type() == dt ? t : t.to(dt); };
   return {to_dt(dx), to_dt(dW_x), to_dt(dW_h), to_dt(db), to_dt(dh0), to_dt(dc0), to_dt(gdrop)};

@@ -58,7 +58,8 @@ def isa(set_to: str | None = None) -> str:
 
 
 def gemm() -> str:
-    """Where the extension runs the large fp32 GEMMs: "onednn" (at::native::mkldnn_matmul) or "mm"."""
+    """Where the extension runs the fp32 GEMMs: "packed-avx512" (its own micro-kernel on packed operands, with the
+    avx512 gate-math path; ``STACKFT_HL_PACKED=0`` turns it off), "onednn" (at::native::mkldnn_matmul) or "mm"."""
     return _ops().highway_lstm_gemm()
 
 

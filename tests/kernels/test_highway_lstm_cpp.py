@@ -111,14 +111,41 @@ def test_float32_matches_float64_reference(isa, H, reverse):
     _compare(a, torch.tensor([7, 1, 4]), reverse, True, True, torch.float32, seed)
 
 
-def test_float32_with_onednn_off_uses_at_mm_and_matches():
-    """The large fp32 GEMMs run in oneDNN when torch has it; torch.backends.mkldnn off -> at::mm."""
+def test_float32_with_onednn_off_uses_at_mm_and_matches(monkeypatch):
+    """Without the packed kernel the large fp32 GEMMs run in oneDNN when torch has it; mkldnn off -> at::mm."""
+    monkeypatch.setenv("STACKFT_HL_PACKED", "0")
     g, seed = fresh()
     a = _inputs(3, 7, 11, 21, g)
     with torch.backends.mkldnn.flags(enabled=False):
         assert C.gemm() == "mm"
         _compare(a, torch.tensor([7, 1, 4]), True, True, True, torch.float32, seed)
     assert C.gemm() in ("onednn", "mm")
+
+
+@pytest.mark.parametrize("gemm", ["packed-avx512", "blas"])
+def test_float32_packed_and_blas_gemms_match_float64_reference(isa, gemm, monkeypatch):
+    """Every fp32 GEMM runs in the packed AVX-512 micro-kernel (csrc/packed_gemm.cpp) or in oneDNN / at::mm.
+
+    Shapes that reach every edge of the micro-kernel: 6H = 240 and 5H = 200 columns (full 32-column
+    panels and a 16- or 8-column tail), H = 40 and in = 13 (a panel and a tail, a lone tail), B = 10 rows
+    (a block of 8 and one of 2), sums over B·T = 400 steps (two K blocks of at most 256) for dW_x and dW_h,
+    whose 240 / 200 rows fall into several row chunks run in parallel.
+    """
+    if gemm == "packed-avx512":
+        if not _runnable("avx512"):
+            pytest.skip("this CPU has no AVX-512: the packed micro-kernel cannot run")
+        C.isa("avx512")
+        monkeypatch.delenv("STACKFT_HL_PACKED", raising=False)
+        assert C.gemm() == "packed-avx512"
+    else:
+        monkeypatch.setenv("STACKFT_HL_PACKED", "0")
+        assert C.gemm() in ("onednn", "mm")
+    g, seed = fresh()
+    a = _inputs(10, 40, 13, 40, g)
+    lengths = torch.randint(1, 41, (10,), generator=g)
+    lengths[0] = 40
+    for reverse in (False, True):
+        _compare(a, lengths, reverse, True, True, torch.float32, seed)
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
