@@ -837,6 +837,35 @@ highway_lstm_bwd_cpu(const std::optional<at::Tensor>& grad_out,
   return {to_dt(dx), to_dt(dW_x), to_dt(dW_h), to_dt(db), to_dt(dh0), to_dt(dc0), to_dt(gdrop)};
 }
 
+// highway_lstm_mm(a, b, backend, repeat) -> a @ b (fp32, 2-D, any strides) on one of the layer's GEMM
+// paths, "packed" | "onednn" | "mm", run `repeat` times (the packing of b done once, as the layer
+// does for its T per-step GEMMs): for tests of the micro-kernel and for bench/bench_highway_gemm.py.
+at::Tensor highway_lstm_mm(const at::Tensor& a, const at::Tensor& b, const std::string& backend,
+                           int64_t repeat) {
+  TORCH_CHECK_VALUE(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0),
+                    "highway_lstm_mm: need a [M, K] and b [K, N], got ", a.sizes(), " and ", b.sizes());
+  TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat,
+                   "highway_lstm_mm: float32 only");
+  TORCH_CHECK_VALUE(a.device().is_cpu() && b.device().is_cpu(), "highway_lstm_mm: CPU tensors only");
+  TORCH_CHECK_VALUE(repeat >= 1, "highway_lstm_mm: repeat must be >= 1, got ", repeat);
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  at::Tensor out = at::empty({M, N}, a.options());
+  if (backend == "packed") {
+    TORCH_CHECK(packed::cpu_supported(), "highway_lstm_mm: this CPU has no AVX-512F for 'packed'");
+    const at::Tensor pk = packed::pack_b(b.const_data_ptr<float>(), K, N, b.stride(0), b.stride(1));
+    for (int64_t i = 0; i < repeat; ++i) {
+      packed::gemm(M, N, K, a.const_data_ptr<float>(), a.stride(0), a.stride(1), pk,
+                   out.mutable_data_ptr<float>(), N, /*accumulate=*/false);
+    }
+  } else if (backend == "onednn" || backend == "mm") {
+    TORCH_CHECK(backend == "mm" || use_onednn(out), "highway_lstm_mm: oneDNN's matmul is unavailable");
+    for (int64_t i = 0; i < repeat; ++i) gemm_out(out, a, b, /*large=*/backend == "onednn");
+  } else {
+    TORCH_CHECK_VALUE(false, "highway_lstm_mm: backend must be packed, onednn or mm, got '", backend, "'");
+  }
+  return out;
+}
+
 }  // namespace stackft
 
 TORCH_LIBRARY_FRAGMENT(stackft_C, m) {
@@ -851,9 +880,11 @@ TORCH_LIBRARY_FRAGMENT(stackft_C, m) {
       "Tensor, Tensor)");
   m.def("highway_lstm_isa(str? isa=None) -> str", &stackft::highway_lstm_isa);
   m.def("highway_lstm_gemm() -> str", &stackft::highway_lstm_gemm);
+  m.def("highway_lstm_mm(Tensor a, Tensor b, str backend, int repeat=1) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(stackft_C, CPU, m) {
   m.impl("highway_lstm_fwd", &stackft::highway_lstm_fwd_cpu);
   m.impl("highway_lstm_bwd", &stackft::highway_lstm_bwd_cpu);
+  m.impl("highway_lstm_mm", &stackft::highway_lstm_mm);
 }

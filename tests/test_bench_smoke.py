@@ -144,6 +144,28 @@ def test_heads_smoke(tmp_path):
     assert "cached_ms" not in rows["highway-lstm [torch]"] and "cached_ms" not in rows["encoder"]
 
 
+def test_highway_gemm_smoke(tmp_path):
+    """bench_highway_gemm.py --smoke: every GEMM of the layer on every path the extension can take here, a
+    GFLOP/s and (with AVX-512) the packed kernel's speed-up per row, and the oneDNN RNN ceiling."""
+    from stackft import _ext
+
+    if _ext.disabled() or _ext.load() is None:
+        pytest.skip("the stackft_C extension is disabled or does not build here")
+    out = tmp_path / "gemm.json"
+    _run([str(BENCH / "bench_highway_gemm.py"), "--smoke", "--threads", "1", "--out", str(out)], tmp_path)
+    res = _json(out)
+    assert res["smoke"] and res["shape"] == {"B": 4, "T": 6, "n_in": 24, "H": 16}
+    rows = res["results"]["threads=1"]["rows"]
+    gemms = {r["gemm"] for r in rows}
+    assert gemms == {"x proj", "step fwd", "step bwd", "dW_h", "dW_x", "dx", "nn.LSTM fwd (oneDNN RNN)"}
+    assert all(r["ms"] > 0 and r["gflop_s"] > 0 for r in rows)
+    assert {r["calls"] for r in rows if r["gemm"].startswith("step")} == {6}
+    paths = {r["path"] for r in rows}
+    assert "mm" in paths
+    if res["isa"] == "avx512":
+        assert "packed" in paths and all(r["packed_speedup"] > 0 for r in rows if r["path"] != "onednn-rnn")
+
+
 def test_reproduce_dry_run(tmp_path):
     r = _run([str(BENCH / "reproduce.py"), "--data-root", str(tmp_path / "nowhere"), "--dry-run",
               "--out", str(tmp_path / "runs"), "--seeds", "0,1"], tmp_path, timeout=120)

@@ -63,6 +63,13 @@ def gemm() -> str:
     return _ops().highway_lstm_gemm()
 
 
+def mm(a: Tensor, b: Tensor, backend: str = "packed", repeat: int = 1) -> Tensor:
+    """``a @ b`` (float32 ``[M, K] x [K, N]``, any strides) on one of the layer's GEMM paths: ``"packed"`` (the
+    AVX-512 micro-kernel; RuntimeError without AVX-512), ``"onednn"`` or ``"mm"``, run ``repeat`` times with ``b``
+    packed once (as the layer's per-step GEMMs are). For tests and ``bench/bench_highway_gemm.py``."""
+    return _ops().highway_lstm_mm(a, b, backend, repeat)
+
+
 def _ops():
     """``torch.ops.stackft_C``, building/loading the extension first (RuntimeError if it cannot)."""
     if _ext.loaded() is None and _ext.load() is None:
