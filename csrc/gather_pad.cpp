@@ -336,6 +336,11 @@ std::string build_info() {
 #ifdef STACKFT_X86
   s += kHasF16C ? " f16c=1" : " f16c=0";
 #endif
+#ifdef _OPENMP
+  s += " openmp=1";  // at::parallel_for really runs in parallel (stackft/_ext.py: openmp_flags)
+#else
+  s += " openmp=0";
+#endif
   return s;
 }
 

@@ -454,31 +454,28 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, bool large) {
   return out;
 }
 
-// Every fp32 GEMM of the layer goes to packed::gemm (an AVX-512 micro-kernel on a packed copy of
-// its B operand, packed_gemm.h) when the gate math runs its AVX-512 path: on one Zen 5 core it runs
-// these shapes at about 230 GFLOP/s, against 80-95 for MKL's sgemm (which takes its AVX2 path on
-// AMD) and about 150 for oneDNN's matmul (bench/README.md). STACKFT_HL_PACKED=0 turns it off (the
-// GEMMs go back to oneDNN / at::mm as above); read per call, so tests can switch it.
+// The per-step recurrent GEMMs of both passes go to packed::gemm (an AVX-512 micro-kernel on a
+// packed copy of W_h, packed_gemm.h) when the gate math runs its AVX-512 path. Measured side by side
+// (bench/bench_highway_gemm.py, one Zen 5 core / two): 1.4-1.8x oneDNN's matmul and 2.4-3x MKL's
+// sgemm at [32, 256] x [256, 1280] and [32, 1280] x [1280, 256]; on the large GEMMs over all B·T
+// rows oneDNN was as fast or faster (0.4-0.9x for the packed kernel), so those stay as above.
+// STACKFT_HL_PACKED=0 turns it off; read per call, so tests can switch it.
 bool use_packed() {
   if (!packed::cpu_supported() || std::string(float_kernels().name) != "avx512") return false;
   const char* env = std::getenv("STACKFT_HL_PACKED");
   return env == nullptr || std::string(env) != "0";
 }
 
-// out [M, N] fp32 contiguous = A · B with A[m, k] = a[m * a_ms + k * a_ks], B[k, n] = b[k * b_ks + n * b_ns]
-void packed_gemm_out(at::Tensor& out, int64_t M, int64_t N, int64_t K, const float* a, int64_t a_ms,
-                     int64_t a_ks, const float* b, int64_t b_ks, int64_t b_ns) {
-  const at::Tensor pk = packed::pack_b(b, K, N, b_ks, b_ns);
-  packed::gemm(M, N, K, a, a_ms, a_ks, pk, out.mutable_data_ptr<float>(), N, /*accumulate=*/false);
-}
-
-// highway_lstm_gemm() -> str: where the fp32 GEMMs run, "packed-avx512", "onednn" or "mm" (at::mm)
+// highway_lstm_gemm() -> str: where the large fp32 GEMMs run, "onednn" or "mm" (at::mm)
 std::string highway_lstm_gemm() {
-  if (use_packed()) return "packed-avx512";
   return mkldnn_matmul_fn() != nullptr && at::hasMKLDNN() && at::globalContext().userEnabledMkldnn()
              ? "onednn"
              : "mm";
 }
+
+// highway_lstm_step_gemm() -> str: where the per-step fp32 GEMMs run, "packed-avx512" or "blas" (the
+// forward's at::mm, the backward's large-GEMM path)
+std::string highway_lstm_step_gemm() { return use_packed() ? "packed-avx512" : "blas"; }
 
 // ---- checks -------------------------------------------------------------------------------------
 
@@ -628,15 +625,7 @@ highway_lstm_fwd_cpu(const at::Tensor& x_in, const at::Tensor& lengths_in, const
   const auto opt_acc = opt.dtype(acc);
 
   // the input projection of every step, one GEMM: [B·T, in] x [in, 6H]
-  at::Tensor G;
-  if (dt == at::kFloat && use_packed()) {  // B = W_xᵀ: B[k, n] = W_x[n * in + k]
-    const at::Tensor W_xc = W_x.contiguous();
-    G = at::empty({B * T, 6 * H}, opt);
-    packed_gemm_out(G, B * T, 6 * H, n_in, x.const_data_ptr<float>(), n_in, 1,
-                    W_xc.const_data_ptr<float>(), 1, n_in);
-  } else {
-    G = gemm(x.view({B * T, n_in}), W_x.t(), /*large=*/true);
-  }
+  at::Tensor G = gemm(x.view({B * T, n_in}), W_x.t(), /*large=*/true);
   if (G.scalar_type() != acc) G = G.to(acc);
   G = G.view({B, T, 6 * H});
   at::Tensor Hp = at::empty({B, T, H}, opt);
@@ -801,37 +790,17 @@ highway_lstm_bwd_cpu(const std::optional<at::Tensor>& grad_out,
 
   // weight, bias and input gradients: one GEMM / reduction each over all B·T steps
   const at::Tensor dG2 = dG.view({B * T, 6 * H});
-  const bool pk = acc == at::kFloat && use_packed();
   const at::Tensor dGh = dG2.narrow(1, 0, 5 * H);  // the recurrent gates' grads (= the input ones)
   at::Tensor db, dW_h, dW_x, dx;
   if (need_dw) {
     const int64_t dim0[1] = {0};
     db = at::sum(dGh, at::IntArrayRef(dim0, 1));
-    const at::Tensor hp = h_prev.to(acc).reshape({B * T, H}).contiguous();
-    const at::Tensor xa = x_in.to(acc).reshape({B * T, n_in}).contiguous();
-    if (pk) {  // dGᵀ read in place: A[m, k] = dG2[k * 6H + m]
-      dW_h = at::empty({5 * H, H}, opt_acc);
-      packed_gemm_out(dW_h, 5 * H, H, B * T, dG2.const_data_ptr<float>(), 1, 6 * H,
-                      hp.const_data_ptr<float>(), H, 1);
-      dW_x = at::empty({6 * H, n_in}, opt_acc);
-      packed_gemm_out(dW_x, 6 * H, n_in, B * T, dG2.const_data_ptr<float>(), 1, 6 * H,
-                      xa.const_data_ptr<float>(), n_in, 1);
-    } else {
-      dW_h = at::mm(dGh.t(), hp);
-      dW_x = gemm(dG2.t(), xa, /*large=*/true);
-    }
+    dW_h = at::mm(dGh.t(), h_prev.to(acc).reshape({B * T, H}));
+    dW_x = gemm(dG2.t(), x_in.to(acc).reshape({B * T, n_in}), /*large=*/true);
   } else {
     db = none(), dW_h = none(), dW_x = none();
   }
-  if (need_dx && pk) {
-    const at::Tensor W_xa = W_x_in.to(acc).contiguous();
-    dx = at::empty({B * T, n_in}, opt_acc);
-    packed_gemm_out(dx, B * T, n_in, 6 * H, dG2.const_data_ptr<float>(), 6 * H, 1,
-                    W_xa.const_data_ptr<float>(), n_in, 1);
-    dx = dx.view({B, T, n_in});
-  } else {
-    dx = need_dx ? gemm(dG2, W_x_in.to(acc), /*large=*/true).view({B, T, n_in}) : none();
-  }
+  dx = need_dx ? gemm(dG2, W_x_in.to(acc), /*large=*/true).view({B, T, n_in}) : none();
   if (!gdrop.defined()) gdrop = none();
   auto to_dt = [&](at::Tensor t) { return t.scalar_type() == dt ? t : t.to(dt); };
   return {to_dt(dx), to_dt(dW_x), to_dt(dW_h), to_dt(db), to_dt(dh0), to_dt(dc0), to_dt(gdrop)};
@@ -880,6 +849,7 @@ TORCH_LIBRARY_FRAGMENT(stackft_C, m) {
       "Tensor, Tensor)");
   m.def("highway_lstm_isa(str? isa=None) -> str", &stackft::highway_lstm_isa);
   m.def("highway_lstm_gemm() -> str", &stackft::highway_lstm_gemm);
+  m.def("highway_lstm_step_gemm() -> str", &stackft::highway_lstm_step_gemm);
   m.def("highway_lstm_mm(Tensor a, Tensor b, str backend, int repeat=1) -> Tensor");
 }
 

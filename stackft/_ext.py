@@ -105,9 +105,26 @@ def build_root() -> Path:
     return Path.home() / ".cache" / "stackft" / "ext"
 
 
+def openmp_flags() -> list[str]:
+    """``["-fopenmp"]`` when torch runs its intra-op threads on OpenMP and the compiler is GCC-like, else ``[]``.
+
+    ``at::parallel_for`` is a header template: compiled without ``-fopenmp`` its ``#pragma omp parallel`` is
+    ignored and every parallel loop of the extension runs on the calling thread (the C++ highway layer's
+    gate math and packed GEMMs did so until this flag was added). ``STACKFT_EXT_NO_OPENMP=1`` leaves it out.
+    """
+    if os.environ.get("STACKFT_EXT_NO_OPENMP") == "1" or sys.platform == "win32":
+        return []
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return []
+    if sys.platform == "darwin":  # Apple clang has no -fopenmp; torch's macOS wheels use their own libomp
+        return []
+    return ["-fopenmp"]
+
+
 def build_key(with_cuda: bool) -> str:
-    """Folder name: torch version, python version, flavour and a hash of all sources."""
+    """Folder name: torch version, python version, flavour and a hash of all sources and compile flags."""
     h = hashlib.sha256()
+    h.update(" ".join(openmp_flags()).encode())
     for p in sources():
         h.update(p.name.encode())
         h.update(p.read_bytes())
@@ -167,7 +184,7 @@ def _compile(verbose: bool) -> BuildInfo:
     srcs = [str(p) for p in sources() if p.suffix == ".cpp" or (with_cuda and p.suffix == ".cu")]
     build_dir = build_root() / build_key(with_cuda)
     build_dir.mkdir(parents=True, exist_ok=True)
-    cflags = ["-O3"] + (["-DSTACKFT_WITH_CUDA"] if with_cuda else [])
+    cflags = ["-O3", *openmp_flags()] + (["-DSTACKFT_WITH_CUDA"] if with_cuda else [])
     with build_lock(build_dir):
         path = cpp_extension.load(
             name=NAME,
@@ -175,6 +192,7 @@ def _compile(verbose: bool) -> BuildInfo:
             extra_cflags=cflags,
             extra_cuda_cflags=["-O3", "-lineinfo", "-DSTACKFT_WITH_CUDA"],
             extra_include_paths=[str(_src_dir())],
+            extra_ldflags=openmp_flags(),
             build_directory=str(build_dir),
             with_cuda=with_cuda,
             is_python_module=False,

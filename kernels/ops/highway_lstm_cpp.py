@@ -58,9 +58,14 @@ def isa(set_to: str | None = None) -> str:
 
 
 def gemm() -> str:
-    """Where the extension runs the fp32 GEMMs: "packed-avx512" (its own micro-kernel on packed operands, with the
-    avx512 gate-math path; ``STACKFT_HL_PACKED=0`` turns it off), "onednn" (at::native::mkldnn_matmul) or "mm"."""
+    """Where the extension runs the large fp32 GEMMs (over all B·T rows): "onednn" (at::native::mkldnn_matmul) or "mm"."""
     return _ops().highway_lstm_gemm()
+
+
+def step_gemm() -> str:
+    """Where it runs the per-step fp32 GEMMs: "packed-avx512" (its own micro-kernel on a packed copy of W_h, with the
+    avx512 gate-math path; ``STACKFT_HL_PACKED=0`` turns it off) or "blas" (at::mm / the large-GEMM path)."""
+    return _ops().highway_lstm_step_gemm()
 
 
 def mm(a: Tensor, b: Tensor, backend: str = "packed", repeat: int = 1) -> Tensor:

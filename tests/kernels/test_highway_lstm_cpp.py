@@ -111,9 +111,8 @@ def test_float32_matches_float64_reference(isa, H, reverse):
     _compare(a, torch.tensor([7, 1, 4]), reverse, True, True, torch.float32, seed)
 
 
-def test_float32_with_onednn_off_uses_at_mm_and_matches(monkeypatch):
-    """Without the packed kernel the large fp32 GEMMs run in oneDNN when torch has it; mkldnn off -> at::mm."""
-    monkeypatch.setenv("STACKFT_HL_PACKED", "0")
+def test_float32_with_onednn_off_uses_at_mm_and_matches():
+    """The large fp32 GEMMs run in oneDNN when torch has it; torch.backends.mkldnn off -> at::mm."""
     g, seed = fresh()
     a = _inputs(3, 7, 11, 21, g)
     with torch.backends.mkldnn.flags(enabled=False):
@@ -122,30 +121,40 @@ def test_float32_with_onednn_off_uses_at_mm_and_matches(monkeypatch):
     assert C.gemm() in ("onednn", "mm")
 
 
-@pytest.mark.parametrize("gemm", ["packed-avx512", "blas"])
-def test_float32_packed_and_blas_gemms_match_float64_reference(isa, gemm, monkeypatch):
-    """Every fp32 GEMM runs in the packed AVX-512 micro-kernel (csrc/packed_gemm.cpp) or in oneDNN / at::mm.
+@pytest.mark.parametrize("step_gemm", ["packed-avx512", "blas"])
+def test_float32_step_gemms_packed_and_blas_match_float64_reference(isa, step_gemm, monkeypatch):
+    """The per-step GEMMs run in the packed AVX-512 micro-kernel (csrc/packed_gemm.cpp) or in BLAS.
 
-    Shapes that reach every edge of the micro-kernel: 6H = 240 and 5H = 200 columns (full 32-column
-    panels and a 16- or 8-column tail), H = 40 and in = 13 (a panel and a tail, a lone tail), B = 10 rows
-    (a block of 8 and one of 2), sums over B·T = 400 steps (two K blocks of at most 256) for dW_x and dW_h,
-    whose 240 / 200 rows fall into several row chunks run in parallel.
+    Shapes that reach the micro-kernel's edges inside the layer: 5H = 300 columns forward (9 full 32-column
+    panels and a 12-column tail), H = 60 backward (a panel and a tail reaching into the second 16-lane half),
+    B = 10 rows (a block of 8 and one of 2), a backward sum over 5H = 300 (two K blocks of at most 256),
+    ragged lengths. (tests/kernels/test_packed_gemm.py tests the micro-kernel on its own.)
     """
-    if gemm == "packed-avx512":
+    if step_gemm == "packed-avx512":
         if not _runnable("avx512"):
             pytest.skip("this CPU has no AVX-512: the packed micro-kernel cannot run")
         C.isa("avx512")
         monkeypatch.delenv("STACKFT_HL_PACKED", raising=False)
-        assert C.gemm() == "packed-avx512"
     else:
         monkeypatch.setenv("STACKFT_HL_PACKED", "0")
-        assert C.gemm() in ("onednn", "mm")
+    assert C.step_gemm() == step_gemm
     g, seed = fresh()
-    a = _inputs(10, 40, 13, 40, g)
-    lengths = torch.randint(1, 41, (10,), generator=g)
-    lengths[0] = 40
+    a = _inputs(10, 23, 13, 60, g)
+    lengths = torch.randint(1, 24, (10,), generator=g)
+    lengths[0] = 23
     for reverse in (False, True):
         _compare(a, lengths, reverse, True, True, torch.float32, seed)
+
+
+def test_extension_is_built_with_openmp_when_torch_uses_it():
+    """at::parallel_for is a header template: without -fopenmp its loops (gate math, packed GEMMs) run serially."""
+    import sys
+
+    if sys.platform != "linux" or "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("torch runs no OpenMP here, or the platform's compiler has no -fopenmp")
+    if os.environ.get("STACKFT_EXT_NO_OPENMP") == "1":
+        pytest.skip("STACKFT_EXT_NO_OPENMP=1")
+    assert "openmp=1" in _ext.load().info.split()
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
