@@ -18,8 +18,9 @@ Shapes (default B=32, T=64, in=384, H=256), with the operand layouts the layer r
 * ``step fwd``: ``h_t [B, H] @ W_hᵀ`` with h_t one step of ``[B, T, H]`` (rows T·H apart), T per call
   (timed as T back-to-back GEMMs, B packed once, as in the layer);
 * ``step bwd``: ``dG_t [B, 5H] @ W_h`` with dG_t one step of ``[B, T, 6H]``, T per call;
-* ``dW_h``: ``dG[:, :5H]ᵀ @ h_prev`` (A a transposed strided view), ``dW_x``: ``dGᵀ @ x``,
-  ``dx``: ``dG @ W_x``.
+* ``dW_h``: ``dG[:, :5H]ᵀ @ h_prev`` (A a transposed strided view); ``dW_h (dense 6H)``: the same
+  product over the whole dense ``dG`` (6H rows, the carry block's H dropped after), what the layer
+  runs when oneDNN is there (its FLOPs counted as computed); ``dW_x``: ``dGᵀ @ x``; ``dx``: ``dG @ W_x``.
 
 Every (shape, path) is timed round-robin, ``--rounds`` rounds, median and best of each; one JSON
 ``bench/results/highway-gemm-cpu.json`` and a Markdown table per thread count.
@@ -53,7 +54,7 @@ BURST_MS = 50.0  # each timing repeats the call until this much time has passed
 
 
 def operands(B: int, T: int, n_in: int, H: int, g: torch.Generator) -> dict:
-    """name -> (a, b, calls per layer call): the six GEMMs of one direction, in the layer's layouts."""
+    """name -> (a, b, calls per layer call): the GEMMs of one direction, in the layer's layouts."""
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     x, W_x, W_h = r(B * T, n_in), r(6 * H, n_in), r(5 * H, H)
     h_prev, dG = r(B, T, H), r(B, T, 6 * H)
@@ -63,6 +64,7 @@ def operands(B: int, T: int, n_in: int, H: int, g: torch.Generator) -> dict:
         "step fwd": (h_prev[:, T // 2], W_h.t(), T),
         "step bwd": (dG[:, T // 2, : 5 * H], W_h, T),
         "dW_h": (dG2[:, : 5 * H].t(), h_prev.reshape(B * T, H), 1),
+        "dW_h (dense 6H)": (dG2.t(), h_prev.reshape(B * T, H), 1),
         "dW_x": (dG2.t(), x, 1),
         "dx": (dG2, W_x, 1),
     }

@@ -136,6 +136,10 @@ def mid_cells(key: str, heads) -> tuple:
                  overrides=NOISE_AWARE),
             Cell("snf-highway-lstm-gapse-headlr", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
                  overrides={**NOISE_AWARE, **HEAD_LR}),
+            # the library's default width (256), which the stack-only width sweep below put ahead of 128 on
+            # every seed; affordable in phase 2 since the C++ layer's per-step GEMMs run in the packed kernel
+            Cell("snf-highway-lstm-h256-gapse-headlr", "stack-and-finetune", "highway-lstm",
+                 {**heads("highway-lstm"), "lstm_hidden": 256}, overrides={**NOISE_AWARE, **HEAD_LR}),
             Cell("search-highway-lstm", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
                  overrides=NOISE_AWARE, handoff=SEARCH),
             Cell("snf-highway-lstm-gap", "stack-and-finetune", "highway-lstm", heads("highway-lstm")),
