@@ -480,7 +480,8 @@ def main(argv=None) -> int:
                    "step": "CachedFeatures(batch, 'train') over an on-disk FeatureCache (placement auto, no "
                            "prefetch), then the head's fwd+bwd"},
                "extension": None if ext is None else {"info": ext.info, "highway_isa": K._highway_lstm_cpp.isa(),
-                                                     "highway_gemm": K._highway_lstm_cpp.gemm()},
+                                                     "highway_gemm": K._highway_lstm_cpp.gemm(),
+                                                     "highway_step_gemm": K._highway_lstm_cpp.step_gemm()},
                "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
                "results": None}
         with tempfile.TemporaryDirectory(prefix="bench-heads-cache-") as tmp:
