@@ -456,9 +456,9 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, bool large) {
 
 // The per-step recurrent GEMMs of both passes go to packed::gemm (an AVX-512 micro-kernel on a
 // packed copy of W_h, packed_gemm.h) when the gate math runs its AVX-512 path. Measured side by side
-// (bench/bench_highway_gemm.py, one Zen 5 core / two): 1.4-1.8x oneDNN's matmul and 2.4-3x MKL's
+// (bench/bench_highway_gemm.py, one Zen 5 core / two): 1.2-1.8x oneDNN's matmul and 2.3-3x MKL's
 // sgemm at [32, 256] x [256, 1280] and [32, 1280] x [1280, 256]; on the large GEMMs over all B·T
-// rows oneDNN was as fast or faster (0.4-0.9x for the packed kernel), so those stay as above.
+// rows oneDNN was as fast or faster (0.4-1.0x for the packed kernel), so those stay as above.
 // STACKFT_HL_PACKED=0 turns it off; read per call, so tests can switch it.
 bool use_packed() {
   if (!packed::cpu_supported() || std::string(float_kernels().name) != "avx512") return false;

@@ -1,19 +1,20 @@
 // Packed-B fp32 GEMM with an AVX-512 register-blocked micro-kernel, for the highway-LSTM layer's
-// GEMMs, which BLAS runs slowly on the CPUs measured: the per-step recurrent GEMMs ([B, H] x
-// [H, 5H] forward, [B, 5H] x [5H, H] backward, B = 32: too small for BLAS's blocking to pay off),
-// the input projection and the weight / input gradients over all B·T steps (whose A operand is
-// often a transposed, strided view of the gate buffer).
+// per-step recurrent GEMMs ([B, H] x [H, 5H] forward, [B, 5H] x [5H, H] backward, B = 32), which
+// are too small for BLAS's blocking and threading to pay off. General enough (any strides, any
+// sizes) to be tested on its own through stackft_C::highway_lstm_mm.
 //
 // B is packed once into panels of kPanel = 32 columns, k-major inside a panel, zero-padded to a
 // whole panel:  packed[p][k][j] = B[k, 32p + j]  (p < ceil(N / 32), j < 32).
 // The micro-kernel keeps an MR x 32 block of C (MR <= 8 rows, 2 zmm each) in registers over a K
-// block, broadcasting one A element per row and k (A is read through element strides, so a
-// transposed or strided view costs nothing), and writes the panel's tail columns with a mask.
+// block, broadcasting one A element per row and k (A is read through element strides, so strided
+// views need no copy; a transposed A, read down its columns, runs at about half the row-major rate),
+// and writes the panel's tail columns with a mask.
 // Work is split over (panel, row chunk) pairs with at::parallel_for.
 //
-// Measured on one Zen 5 core (bench/bench_heads.py --gemm-rates): 2-3x MKL's sgemm and about 1.5x
-// oneDNN's matmul on the layer's shapes. Only AVX-512 CPUs run it; cpu_supported() says whether
-// this one can.
+// Measured side by side on a Zen 5 CPU (bench/bench_highway_gemm.py, 1 and 2 threads): 1.2-1.7x
+// oneDNN's matmul and 2.3-3x MKL's sgemm on the per-step shapes; on the large GEMMs over all B·T
+// rows oneDNN was as fast or faster, so the layer uses it only for the per-step ones. Only AVX-512
+// CPUs run it; cpu_supported() says whether this one can.
 #pragma once
 #include <ATen/core/Tensor.h>
 
