@@ -461,7 +461,7 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, bool large) {
 // rows oneDNN was as fast or faster (0.4-1.0x for the packed kernel), so those stay as above.
 // STACKFT_HL_PACKED=0 turns it off; read per call, so tests can switch it.
 bool use_packed() {
-  if (!packed::cpu_supported() || std::string(float_kernels().name) != "avx512") return false;
+  if (!packed::cpu_supported() || &float_kernels() != &kAvx512) return false;
   const char* env = std::getenv("STACKFT_HL_PACKED");
   return env == nullptr || std::string(env) != "0";
 }
@@ -551,6 +551,9 @@ void forward_steps(at::Tensor& G, const at::Tensor& W_h, const at::Tensor& bias_
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (use_packed()) W_pk = packed::pack_b(W_h.const_data_ptr<float>(), H, 5 * H, 1, H);
   }
+  // set only with W_pk, i.e. only when scalar_t is float
+  const float* hp_f = W_pk.defined() ? Hp.const_data_ptr<float>() : nullptr;
+  float* hg_f = W_pk.defined() ? hg.mutable_data_ptr<float>() : nullptr;
 
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = reverse ? T - 1 - s : s;
@@ -558,13 +561,8 @@ void forward_steps(at::Tensor& G, const at::Tensor& W_h, const at::Tensor& bias_
     const bool last = s == T - 1;
     const bool rec = s > 0 || has_h0;  // else h_prev = 0: no recurrent term
     if (rec) {
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        if (W_pk.defined()) {
-          packed::gemm(B, 5 * H, H, hp_base + t * H, T * H, 1, W_pk, hg.mutable_data_ptr<float>(),
-                       5 * H, /*accumulate=*/false);
-        } else {
-          at::mm_out(hg, Hp.select(1, t), W_hT);
-        }
+      if (hp_f != nullptr) {
+        packed::gemm(B, 5 * H, H, hp_f + t * H, T * H, 1, W_pk, hg_f, 5 * H, /*accumulate=*/false);
       } else {
         at::mm_out(hg, Hp.select(1, t), W_hT);
       }

@@ -112,19 +112,17 @@ def openmp_flags() -> list[str]:
     ignored and every parallel loop of the extension runs on the calling thread (the C++ highway layer's
     gate math and packed GEMMs did so until this flag was added). ``STACKFT_EXT_NO_OPENMP=1`` leaves it out.
     """
-    if os.environ.get("STACKFT_EXT_NO_OPENMP") == "1" or sys.platform == "win32":
+    # MSVC spells it /openmp and Apple clang has none (torch's macOS wheels bring their own libomp)
+    if os.environ.get("STACKFT_EXT_NO_OPENMP") == "1" or sys.platform in ("win32", "darwin"):
         return []
-    if "OpenMP" not in torch.__config__.parallel_info():
-        return []
-    if sys.platform == "darwin":  # Apple clang has no -fopenmp; torch's macOS wheels use their own libomp
-        return []
-    return ["-fopenmp"]
+    return ["-fopenmp"] if "OpenMP" in torch.__config__.parallel_info() else []
 
 
-def build_key(with_cuda: bool) -> str:
-    """Folder name: torch version, python version, flavour and a hash of all sources and compile flags."""
+def build_key(with_cuda: bool, omp: list[str] | None = None) -> str:
+    """Folder name: torch version, python version, flavour and a hash of all sources and compile flags
+    (``omp``: the OpenMP flags, ``openmp_flags()`` unless given)."""
     h = hashlib.sha256()
-    h.update(" ".join(openmp_flags()).encode())
+    h.update(" ".join(openmp_flags() if omp is None else omp).encode())
     for p in sources():
         h.update(p.name.encode())
         h.update(p.read_bytes())
@@ -182,9 +180,10 @@ def _compile(verbose: bool) -> BuildInfo:
 
     with_cuda = want_cuda()
     srcs = [str(p) for p in sources() if p.suffix == ".cpp" or (with_cuda and p.suffix == ".cu")]
-    build_dir = build_root() / build_key(with_cuda)
+    omp = openmp_flags()
+    build_dir = build_root() / build_key(with_cuda, omp)
     build_dir.mkdir(parents=True, exist_ok=True)
-    cflags = ["-O3", *openmp_flags()] + (["-DSTACKFT_WITH_CUDA"] if with_cuda else [])
+    cflags = ["-O3", *omp] + (["-DSTACKFT_WITH_CUDA"] if with_cuda else [])
     with build_lock(build_dir):
         path = cpp_extension.load(
             name=NAME,
@@ -192,7 +191,7 @@ def _compile(verbose: bool) -> BuildInfo:
             extra_cflags=cflags,
             extra_cuda_cflags=["-O3", "-lineinfo", "-DSTACKFT_WITH_CUDA"],
             extra_include_paths=[str(_src_dir())],
-            extra_ldflags=openmp_flags(),
+            extra_ldflags=omp,
             build_directory=str(build_dir),
             with_cuda=with_cuda,
             is_python_module=False,
