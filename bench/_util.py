@@ -7,6 +7,8 @@
   reset, Linux only): approximate, since the allocator may reuse freed pages.
 * :func:`saved_mib`: what autograd keeps for backward (exact on any device) -- the number that
   tells materialising implementations apart on CPU, where peak_mib is only approximate.
+* :func:`time_round_robin`: several callables timed in turn, round after round (side-by-side
+  ratios under one load), fast ones in back-to-back bursts.
 * Inputs rotate: callers pass a list of input sets and each call uses the next one, so repeated
   calls do not hit the same cache lines.
 * :func:`add_data_args` / :func:`conll_paths`: where the CoNLL-2003 benches read their data
@@ -19,6 +21,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import math
 import os
 import platform
 import re
@@ -51,6 +54,48 @@ def rotating(make, n: int = 3):
     sets = [make() for _ in range(n)]
     it = itertools.cycle(sets)
     return lambda: next(it)
+
+
+def _sync_device(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_round_robin(entries: list[tuple[str, object]], rounds: int, warmup: int,
+                     dev: torch.device | None = None, burst_ms: float = 50.0):
+    """Every entry once per round, ``warmup`` untimed rounds first -> (wall ms, process CPU ms) lists.
+
+    Round robin puts every entry under the same machine load, so ratios between entries of one
+    call are side by side. An entry whose last warmup call took less than ``burst_ms`` is timed as
+    a burst of back-to-back calls (``ceil(burst_ms / warmup time)`` of them; the per-call mean is
+    recorded): a training loop runs such a step after itself, with its weights and inputs in
+    cache, while a single call timed right after a large one measures a cold cache (the fc head:
+    1.3 ms single, 0.55 ms in bursts). Larger entries are timed one call per round. With
+    ``warmup=0`` every entry is timed one call per round.
+
+    The CPU time (``time.process_time``: all threads of this process) is what a run costs when the
+    host is shared: with one thread it excludes the time other processes held the core; with two
+    it includes OpenMP's spin-waiting, so it is no speed measure there.
+    """
+    dev = dev if dev is not None else torch.device("cpu")
+    wall = {name: [] for name, _ in entries}
+    cpu = {name: [] for name, _ in entries}
+    reps = {name: 1 for name, _ in entries}
+    for r in range(warmup + rounds):
+        for name, fn in entries:
+            n = reps[name]
+            _sync_device(dev)
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                fn()
+            _sync_device(dev)
+            t1, c1 = time.perf_counter(), time.process_time()
+            if r >= warmup:
+                wall[name].append((t1 - t0) * 1e3 / n)
+                cpu[name].append((c1 - c0) * 1e3 / n)
+            elif r == warmup - 1:
+                reps[name] = max(1, math.ceil(burst_ms / max((t1 - t0) * 1e3 / n, 1e-3)))
+    return wall, cpu
 
 
 def cpu_setup() -> None:

@@ -53,13 +53,11 @@ import argparse
 import contextlib
 import itertools
 import json
-import math
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -335,45 +333,6 @@ def gflop_fwd_bwd(row: Row) -> float:
 # --------------------------------------------------------------------------- timing
 
 
-def _sync(dev) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_round_robin(entries: list[tuple[str, object]], rounds: int, warmup: int, dev,
-                     burst_ms: float = BURST_MS):
-    """Every entry once per round, ``warmup`` untimed rounds first -> (wall ms, process CPU ms) lists.
-
-    An entry whose warmup call took less than ``burst_ms`` is timed as a burst of back-to-back calls
-    (``ceil(burst_ms / warmup time)`` of them; the per-call mean is recorded): a training loop runs
-    such a step after itself, with its weights and inputs in cache, while a single call timed right
-    after the encoder's step measures a cold cache (the fc head: 1.3 ms single, 0.55 ms in bursts).
-    Larger entries are timed one call per round, as before.
-
-    The CPU time (``time.process_time``: all threads of this process) is what a run costs when the
-    host is shared: with one thread it excludes the time other processes held the core; with two
-    it includes OpenMP's spin-waiting, so it is no speed measure there.
-    """
-    wall = {name: [] for name, _ in entries}
-    cpu = {name: [] for name, _ in entries}
-    reps = {name: 1 for name, _ in entries}
-    for r in range(warmup + rounds):
-        for name, fn in entries:
-            n = reps[name]
-            _sync(dev)
-            t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(n):
-                fn()
-            _sync(dev)
-            t1, c1 = time.perf_counter(), time.process_time()
-            if r >= warmup:
-                wall[name].append((t1 - t0) * 1e3 / n)
-                cpu[name].append((c1 - c0) * 1e3 / n)
-            elif r == warmup - 1:
-                reps[name] = max(1, math.ceil(burst_ms / max((t1 - t0) * 1e3 / n, 1e-3)))
-    return wall, cpu
-
-
 def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, heads=None, cache_root=None) -> dict:
     rows = build_rows(cfg, dev, reference_highway=reference_highway, heads=heads, cache_root=cache_root)
     tokens = cfg["B"] * cfg["T"]
@@ -390,7 +349,7 @@ def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, h
         load0 = os.getloadavg()
         entries = [(r.name, r.fn) for r in rows] + [(r.name + " [dx]", r.dx_fn) for r in rows if hasattr(r, "dx_fn")]
         entries += [(r.name + " [cached]", r.cached_fn) for r in rows if hasattr(r, "cached_fn")]
-        times, cpu_times = time_round_robin(entries, cfg["rounds"], cfg["warmup"], dev)
+        times, cpu_times = U.time_round_robin(entries, cfg["rounds"], cfg["warmup"], dev, burst_ms=BURST_MS)
         load1 = os.getloadavg()
         med = {k: statistics.median(v) for k, v in times.items()}
         cpu_med = {k: statistics.median(v) for k, v in cpu_times.items()}

@@ -22,7 +22,8 @@ Shapes (default B=32, T=64, in=384, H=256), with the operand layouts the layer r
   product over the whole dense ``dG`` (6H rows, the carry block's H dropped after), what the layer
   runs when oneDNN is there (its FLOPs counted as computed); ``dW_x``: ``dGᵀ @ x``; ``dx``: ``dG @ W_x``.
 
-Every (shape, path) is timed round-robin, ``--rounds`` rounds, median and best of each; one JSON
+Every (shape, path) is timed round-robin (``_util.time_round_robin``, as bench_heads: one warm-up
+round, calls under 50 ms in back-to-back bursts), ``--rounds`` rounds, median and best of each; one JSON
 ``bench/results/highway-gemm-cpu.json`` and a Markdown table per thread count.
 
     python bench/bench_highway_gemm.py                  # 1 and 2 threads, ~1 min
@@ -37,7 +38,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,7 +50,7 @@ from stackft.kernels.ops import highway_lstm_cpp as C  # noqa: E402
 
 FULL = dict(B=32, T=64, n_in=384, H=256, rounds=5)
 SMOKE = dict(B=4, T=6, n_in=24, H=16, rounds=1)
-BURST_MS = 50.0  # each timing repeats the call until this much time has passed
+BURST_MS = 50.0  # calls faster than this are timed in back-to-back bursts (U.time_round_robin)
 
 
 def operands(B: int, T: int, n_in: int, H: int, g: torch.Generator) -> dict:
@@ -68,18 +68,6 @@ def operands(B: int, T: int, n_in: int, H: int, g: torch.Generator) -> dict:
         "dW_x": (dG2.t(), x, 1),
         "dx": (dG2, W_x, 1),
     }
-
-
-def burst_ms(fn) -> float:
-    """ms per call of ``fn``, repeated back to back for at least BURST_MS."""
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        dt = (time.perf_counter() - t0) * 1e3
-        if dt >= BURST_MS:
-            return dt / n
 
 
 def backends() -> list[str]:
@@ -110,10 +98,10 @@ def run(cfg: dict, threads: int) -> dict:
     jobs = {(name, p): (lambda a=a, b=b, p=p, reps=reps: C.mm(a, b, p, reps))
             for name, (a, b, reps) in ops.items() for p in paths}
     jobs[("nn.LSTM fwd (oneDNN RNN)", "onednn-rnn")] = lstm_fwd
-    times = {k: [] for k in jobs}
-    for _ in range(cfg["rounds"]):
-        for k, fn in jobs.items():
-            times[k].append(burst_ms(fn))
+    keys = list(jobs)
+    wall, _ = U.time_round_robin([(str(i), jobs[k]) for i, k in enumerate(keys)], cfg["rounds"], warmup=1,
+                                 burst_ms=BURST_MS)
+    times = {k: wall[str(i)] for i, k in enumerate(keys)}
     rows = []
     for (name, p), ts in times.items():
         if p == "onednn-rnn":

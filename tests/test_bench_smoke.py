@@ -393,14 +393,15 @@ def test_reproduce_ensemble_waits_for_its_members(tmp_path, capsys):
     assert "ensemble" not in capsys.readouterr().out
 
 
-def test_heads_round_robin_times_fast_entries_in_bursts():
+def test_round_robin_times_fast_entries_in_bursts():
     """An entry faster than ``burst_ms`` is called back to back and its per-call mean recorded; a slow
-    one once per round."""
+    one once per round (``bench/_util.time_round_robin``, shared by bench_heads and
+    bench_highway_gemm)."""
     import time
 
     sys.path.insert(0, str(BENCH))
     try:
-        import bench_heads
+        import _util
     finally:
         sys.path.remove(str(BENCH))
     calls = {"fast": 0, "slow": 0}
@@ -414,8 +415,8 @@ def test_heads_round_robin_times_fast_entries_in_bursts():
 
     import torch
 
-    wall, cpu = bench_heads.time_round_robin([("fast", fast), ("slow", slow)], rounds=3, warmup=1,
-                                             dev=torch.device("cpu"), burst_ms=20.0)
+    wall, cpu = _util.time_round_robin([("fast", fast), ("slow", slow)], rounds=3, warmup=1,
+                                        dev=torch.device("cpu"), burst_ms=20.0)
     assert calls["slow"] == 4 and len(wall["slow"]) == 3 and min(wall["slow"]) >= 30.0
     assert calls["fast"] > 4 * 3 and len(wall["fast"]) == 3  # bursts of many calls in the timed rounds
     assert max(wall["fast"]) < 1.0  # per call, not per burst
