@@ -362,8 +362,9 @@ def test_gather_first_is_the_first_position_of_gather(tmp_path, gen, dtype):
     assert not mask[2, 0] and not hidden[2].any()
     bf16 = torch.bfloat16
     assert torch.equal(cache.gather_first(idx, out_dtype=bf16)[0], cache.gather(idx, out_dtype=bf16)[0][:, :1])
-    with pytest.raises(IndexError):
-        cache.gather_first(torch.tensor([len(cache)]))
+    for bad in (len(cache), -1, len(cache) + 5):
+        with pytest.raises(IndexError, match="out of range"):
+            cache.gather_first(torch.tensor([0, bad]))
     full_seqs = [x for x in seqs if len(x)]  # no empty sequence: the fast path (mask all True)
     cache = FeatureCache.from_tensors(full_seqs, dtype=dtype, path=tmp_path / "full")
     idx = torch.tensor([1, 0, 1, len(full_seqs) - 1])
