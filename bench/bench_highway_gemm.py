@@ -1,11 +1,11 @@
 """GFLOP/s of the C++ highway-LSTM layer's fp32 GEMMs on each CPU path, side by side (issue #12).
 
 The layer (``csrc/highway_lstm.cpp``, one direction, B·T rows, in → 6H input gates, H → 5H
-recurrent gates) runs six GEMMs; each is timed here on the three paths the extension can take,
+recurrent gates) runs six GEMMs; each is timed here on the paths the extension can take,
 through ``stackft.kernels.ops.highway_lstm_cpp.mm``:
 
-* ``packed``: the extension's AVX-512 micro-kernel on a packed copy of B (``csrc/packed_gemm.cpp``,
-  the default with the avx512 gate-math path);
+* ``packed-avx512`` / ``packed-avx2``: the extension's micro-kernels on a packed copy of B
+  (``csrc/packed_gemm.cpp``; the layer runs the one of its gate-math path's ISA);
 * ``onednn``: oneDNN's matmul (``at::native::mkldnn_matmul``), what the large GEMMs used before;
 * ``mm``: ``at::mm`` (MKL's or OpenBLAS's sgemm), what the per-step GEMMs and dW_h used before;
 
@@ -29,6 +29,9 @@ round, calls under 50 ms in back-to-back bursts), ``--rounds`` rounds, median an
     python bench/bench_highway_gemm.py                  # 1 and 2 threads, ~1 min
     python bench/bench_highway_gemm.py --threads 1 --rounds 9
     python bench/bench_highway_gemm.py --smoke --out /tmp/gemm.json    # seconds, numbers meaningless
+    # an AVX2-only CPU's paths, emulated on an AVX-512 one (oneDNN and MKL held to AVX2):
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/bench_highway_gemm.py --packed avx2 \
+        --out bench/results/highway-gemm-cpu-avx2.json
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ from stackft.kernels.ops import highway_lstm_cpp as C  # noqa: E402
 
 FULL = dict(B=32, T=64, n_in=384, H=256, rounds=5)
 SMOKE = dict(B=4, T=6, n_in=24, H=16, rounds=1)
+# settings that change which ISA the libraries use, recorded with the results (ONEDNN_MAX_CPU_ISA=AVX2 and
+# MKL_ENABLE_INSTRUCTIONS=AVX2 with --packed avx2 time an AVX2-only CPU's paths on an AVX-512 one)
+ENV_KEYS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS")
 BURST_MS = 50.0  # calls faster than this are timed in back-to-back bursts (U.time_round_robin)
 
 
@@ -70,23 +76,30 @@ def operands(B: int, T: int, n_in: int, H: int, g: torch.Generator) -> dict:
     }
 
 
-def backends() -> list[str]:
-    out = ["packed"] if C.isa("auto") == "avx512" else []
+def backends(packed: str = "auto") -> list[str]:
+    """The paths to time: the packed micro-kernel (``packed``: "auto" = the best this CPU runs, or "avx512" /
+    "avx2"), on an AVX-512 CPU in auto mode the AVX2 micro-kernel beside it, then oneDNN and at::mm."""
     probe = torch.ones(2, 2)
-    for b in ("onednn", "mm"):
+
+    def runs(b: str) -> bool:
         try:
             C.mm(probe, probe, b)
-            out.append(b)
+            return True
         except RuntimeError:
-            pass
-    return out
+            return False
+
+    want = ["packed-avx512", "packed-avx2"] if packed == "auto" else [f"packed-{packed}"]
+    out = [b for b in want if runs(b)]
+    if packed != "auto" and not out:
+        raise SystemExit(f"bench_highway_gemm: this CPU cannot run the {packed} micro-kernel")
+    return out + [b for b in ("onednn", "mm") if runs(b)]
 
 
-def run(cfg: dict, threads: int) -> dict:
+def run(cfg: dict, threads: int, packed: str = "auto") -> dict:
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     ops = operands(cfg["B"], cfg["T"], cfg["n_in"], cfg["H"], g)
-    paths = backends()
+    paths = backends(packed)
     lstm = torch.nn.LSTM(cfg["n_in"], cfg["H"], batch_first=True)
     xs = torch.randn(cfg["B"], cfg["T"], cfg["n_in"], generator=g)
     lstm_flop = 2 * cfg["B"] * cfg["T"] * 4 * cfg["H"] * (cfg["n_in"] + cfg["H"])
@@ -113,11 +126,12 @@ def run(cfg: dict, threads: int) -> dict:
         rows.append({"gemm": name, "path": p, "M,K,N": None if p == "onednn-rnn" else
                      f"{a.shape[0]},{a.shape[1]},{b.shape[1]}", "calls": per, "ms": med, "low_ms": min(ts),
                      "gflop": flop / 1e9, "gflop_s": flop / 1e9 / (med / 1e3), "raw_ms": ts})
-    for name in ops:  # speed-up of packed over the others, same shape, same run
+    first = paths[0] if paths and paths[0].startswith("packed-") else None  # the layer's micro-kernel
+    for name in ops:  # speed-up of that micro-kernel over the others, same shape, same run
         by = {r["path"]: r["ms"] for r in rows if r["gemm"] == name}
         for r in rows:
-            if r["gemm"] == name and "packed" in by:
-                r["packed_speedup"] = r["ms"] / by["packed"]
+            if r["gemm"] == name and first in by:
+                r["packed_speedup"] = r["ms"] / by[first]
     return {"threads": threads, "load_average": os.getloadavg(), "rows": rows}
 
 
@@ -126,6 +140,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1,2", help="intra-op thread counts, comma list (default 1,2)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5; smoke 1)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes (seconds; numbers meaningless)")
+    ap.add_argument("--packed", default="auto", choices=("auto", "avx512", "avx2"),
+                    help="the packed micro-kernel(s) to time: auto (the best this CPU runs, and on an AVX-512 CPU "
+                         "the AVX2 one beside it), or one; packed_speedup is over the first")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/highway-gemm-cpu.json)")
     args = ap.parse_args(argv)
     if _ext.load() is None:
@@ -136,11 +153,12 @@ def main(argv=None) -> int:
     res = {"device": f"cpu: {platform.processor() or platform.machine()}", "host_cpus": os.cpu_count(),
            "torch": torch.__version__, "shape": {k: cfg[k] for k in ("B", "T", "n_in", "H")},
            "rounds": cfg["rounds"], "burst_ms": BURST_MS, "smoke": args.smoke, "isa": C.isa("auto"),
+           "packed": args.packed, "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
            "command": " ".join(["bench_highway_gemm.py", *(argv if argv is not None else sys.argv[1:])]),
            "results": {}}
     cols = ["gemm", "path", "M,K,N", "calls", "ms", "gflop_s", "packed_speedup"]
     for n in [int(t) for t in args.threads.split(",")]:
-        block = run(cfg, n)
+        block = run(cfg, n, args.packed)
         res["results"][f"threads={n}"] = block
         print(f"\n## {n} thread(s), load {block['load_average'][0]:.2f}\n")
         print(U.table(block["rows"], cols))

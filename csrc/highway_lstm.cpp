@@ -454,16 +454,24 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, bool large) {
   return out;
 }
 
-// The per-step recurrent GEMMs of both passes go to packed::gemm (an AVX-512 micro-kernel on a
-// packed copy of W_h, packed_gemm.h) when the gate math runs its AVX-512 path. Measured side by side
-// (bench/bench_highway_gemm.py, one Zen 5 core / two): 1.2-1.8x oneDNN's matmul and 2.3-3x MKL's
-// sgemm at [32, 256] x [256, 1280] and [32, 1280] x [1280, 256]; on the large GEMMs over all B·T
-// rows oneDNN was as fast or faster (0.4-1.0x for the packed kernel), so those stay as above.
-// STACKFT_HL_PACKED=0 turns it off; read per call, so tests can switch it.
-bool use_packed() {
-  if (!packed::cpu_supported() || &float_kernels() != &kAvx512) return false;
+// The per-step recurrent GEMMs of both passes go to packed::gemm (a micro-kernel on a packed copy
+// of W_h, packed_gemm.h) when the gate math runs its AVX-512 or AVX2 path, on the micro-kernel of
+// the same ISA. Measured side by side (bench/bench_highway_gemm.py, one Zen 5 core / two): AVX-512
+// is 1.2-1.8x oneDNN's matmul and 2.3-3x MKL's sgemm at [32, 256] x [256, 1280] and
+// [32, 1280] x [1280, 256]; on the large GEMMs over all B·T rows oneDNN was as fast or faster
+// (0.4-1.0x for the packed kernel), so those stay as above. STACKFT_HL_PACKED=0 turns it off; read
+// per call, so tests can switch it. Returns the micro-kernel's ISA (packed::kAvx2 / kAvx512) or 0.
+int use_packed() {
+  const FloatKernels& k = float_kernels();
+#ifdef HL_X86
+  const int isa = &k == &kAvx512 ? packed::kAvx512 : &k == &kAvx2 ? packed::kAvx2 : 0;
+#else
+  const int isa = 0;
+  (void)k;
+#endif
+  if (isa == 0 || isa > packed::cpu_isa()) return 0;
   const char* env = std::getenv("STACKFT_HL_PACKED");
-  return env == nullptr || std::string(env) != "0";
+  return env == nullptr || std::string(env) != "0" ? isa : 0;
 }
 
 // highway_lstm_gemm() -> str: where the large fp32 GEMMs run, "onednn" or "mm" (at::mm)
@@ -473,9 +481,12 @@ std::string highway_lstm_gemm() {
              : "mm";
 }
 
-// highway_lstm_step_gemm() -> str: where the per-step fp32 GEMMs run, "packed-avx512" or "blas" (the
-// forward's at::mm, the backward's large-GEMM path)
-std::string highway_lstm_step_gemm() { return use_packed() ? "packed-avx512" : "blas"; }
+// highway_lstm_step_gemm() -> str: where the per-step fp32 GEMMs run, "packed-avx512", "packed-avx2"
+// or "blas" (the forward's at::mm, the backward's large-GEMM path)
+std::string highway_lstm_step_gemm() {
+  const int isa = use_packed();
+  return isa == packed::kAvx512 ? "packed-avx512" : isa == packed::kAvx2 ? "packed-avx2" : "blas";
+}
 
 // ---- checks -------------------------------------------------------------------------------------
 
@@ -548,8 +559,10 @@ void forward_steps(at::Tensor& G, const at::Tensor& W_h, const at::Tensor& bias_
   const int64_t grain = row_grain(H);
   // fp32: W_hᵀ [H, 5H] packed once for the T per-step GEMMs (W_hᵀ[k, n] = W_h[n * H + k])
   at::Tensor W_pk;
+  int pk_isa = 0;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (use_packed()) W_pk = packed::pack_b(W_h.const_data_ptr<float>(), H, 5 * H, 1, H);
+    pk_isa = use_packed();
+    if (pk_isa != 0) W_pk = packed::pack_b(W_h.const_data_ptr<float>(), H, 5 * H, 1, H);
   }
   // set only with W_pk, i.e. only when scalar_t is float
   const float* hp_f = W_pk.defined() ? Hp.const_data_ptr<float>() : nullptr;
@@ -562,7 +575,7 @@ void forward_steps(at::Tensor& G, const at::Tensor& W_h, const at::Tensor& bias_
     const bool rec = s > 0 || has_h0;  // else h_prev = 0: no recurrent term
     if (rec) {
       if (hp_f != nullptr) {
-        packed::gemm(B, 5 * H, H, hp_f + t * H, T * H, 1, W_pk, hg_f, 5 * H, /*accumulate=*/false);
+        packed::gemm(B, 5 * H, H, hp_f + t * H, T * H, 1, W_pk, hg_f, 5 * H, /*accumulate=*/false, pk_isa);
       } else {
         at::mm_out(hg, Hp.select(1, t), W_hT);
       }
@@ -683,8 +696,10 @@ void backward_steps(const at::Tensor& G, const at::Tensor& Cp, const at::Tensor&
   const acc_t* rec_base = rec.const_data_ptr<acc_t>();
   const int64_t grain = row_grain(H);
   at::Tensor W_pk;  // fp32: W_h [5H, H] packed once for the T per-step GEMMs
+  int pk_isa = 0;
   if constexpr (std::is_same_v<acc_t, float>) {
-    if (use_packed()) W_pk = packed::pack_b(W_h_acc.const_data_ptr<float>(), 5 * H, H, H, 1);
+    pk_isa = use_packed();
+    if (pk_isa != 0) W_pk = packed::pack_b(W_h_acc.const_data_ptr<float>(), 5 * H, H, H, 1);
   }
 
   for (int64_t s = 0; s < T; ++s) {
@@ -714,7 +729,7 @@ void backward_steps(const at::Tensor& G, const at::Tensor& Cp, const at::Tensor&
     if (s + 1 < T || need_dstate) {
       if (W_pk.defined()) {
         packed::gemm(B, H, 5 * H, dG.const_data_ptr<float>() + t * 6 * H, T * 6 * H, 1, W_pk,
-                     rec.mutable_data_ptr<float>(), H, /*accumulate=*/false);
+                     rec.mutable_data_ptr<float>(), H, /*accumulate=*/false, pk_isa);
       } else {
         gemm_out(rec, dG.select(1, t).narrow(1, 0, 5 * H), W_h_acc, /*large=*/true);
       }
@@ -812,7 +827,8 @@ highway_lstm_bwd_cpu(const std::optional<at::Tensor>& grad_out,
 }
 
 // highway_lstm_mm(a, b, backend, repeat) -> a @ b (fp32, 2-D, any strides) on one of the layer's GEMM
-// paths, "packed" | "onednn" | "mm", run `repeat` times (the packing of b done once, as the layer
+// paths, "packed" (the best micro-kernel the CPU runs) | "packed-avx512" | "packed-avx2" | "onednn" |
+// "mm", run `repeat` times (the packing of b done once, as the layer
 // does for its T per-step GEMMs): for tests of the micro-kernel and for bench/bench_highway_gemm.py.
 at::Tensor highway_lstm_mm(const at::Tensor& a, const at::Tensor& b, const std::string& backend,
                            int64_t repeat) {
@@ -824,18 +840,22 @@ at::Tensor highway_lstm_mm(const at::Tensor& a, const at::Tensor& b, const std::
   TORCH_CHECK_VALUE(repeat >= 1, "highway_lstm_mm: repeat must be >= 1, got ", repeat);
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   at::Tensor out = at::empty({M, N}, a.options());
-  if (backend == "packed") {
-    TORCH_CHECK(packed::cpu_supported(), "highway_lstm_mm: this CPU has no AVX-512F for 'packed'");
+  if (backend == "packed" || backend == "packed-avx512" || backend == "packed-avx2") {
+    const int isa = backend == "packed" ? packed::cpu_isa()
+                    : backend == "packed-avx512" ? packed::kAvx512 : packed::kAvx2;
+    TORCH_CHECK(isa != 0 && isa <= packed::cpu_isa(), "highway_lstm_mm: this CPU cannot run '", backend,
+                "' (it needs ", isa == packed::kAvx512 ? "AVX-512F" : "AVX2 and FMA", ")");
     const at::Tensor pk = packed::pack_b(b.const_data_ptr<float>(), K, N, b.stride(0), b.stride(1));
     for (int64_t i = 0; i < repeat; ++i) {
       packed::gemm(M, N, K, a.const_data_ptr<float>(), a.stride(0), a.stride(1), pk,
-                   out.mutable_data_ptr<float>(), N, /*accumulate=*/false);
+                   out.mutable_data_ptr<float>(), N, /*accumulate=*/false, isa);
     }
   } else if (backend == "onednn" || backend == "mm") {
     TORCH_CHECK(backend == "mm" || use_onednn(out), "highway_lstm_mm: oneDNN's matmul is unavailable");
     for (int64_t i = 0; i < repeat; ++i) gemm_out(out, a, b, /*large=*/backend == "onednn");
   } else {
-    TORCH_CHECK_VALUE(false, "highway_lstm_mm: backend must be packed, onednn or mm, got '", backend, "'");
+    TORCH_CHECK_VALUE(false, "highway_lstm_mm: backend must be packed, packed-avx512, packed-avx2, onednn or mm, "
+                      "got '", backend, "'");
   }
   return out;
 }

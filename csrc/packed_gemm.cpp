@@ -1,4 +1,4 @@
-// Packed-B fp32 GEMM, AVX-512 micro-kernel (see packed_gemm.h for the layout and the contract).
+// Packed-B fp32 GEMM, AVX-512 and AVX2 micro-kernels (see packed_gemm.h for the layout and the contract).
 #include "packed_gemm.h"
 
 #include <ATen/Parallel.h>
@@ -17,7 +17,8 @@ namespace stackft {
 namespace packed {
 namespace {
 
-constexpr int64_t kMR = 8;     // rows per micro-block: 8 x 2 zmm accumulators
+constexpr int64_t kMR = 8;     // AVX-512 rows per micro-block: 8 x 2 zmm accumulators
+constexpr int64_t kMR2 = 6;    // AVX2 rows per micro-block: 6 x 2 ymm accumulators
 constexpr int64_t kKB = 256;   // K block: a panel's block is 256 x 32 x 4 B = 32 KiB, L1-resident
 constexpr int64_t kMC = 64;    // rows per parallel task
 constexpr double kSerialFlops = 2.0e6;  // below this a GEMM runs on the calling thread
@@ -64,16 +65,60 @@ __mmask16 lane_mask(int64_t n) {  // the first n (clamped to 0..16) lanes
   n = std::clamp<int64_t>(n, 0, 16);
   return static_cast<__mmask16>(n == 16 ? 0xFFFFu : ((1u << n) - 1u));
 }
+
+#define PG_AVX2 __attribute__((target("avx2,fma")))
+
+// C[0:MR, 0:w] (w <= 16 valid columns; the rest of the 16 are neither read nor written) (+)=
+// A[0:MR, 0:K] x Bp[0:K, 0:16], Bp's rows kPanel apart (one half of a 32-column panel). The masks
+// are built here from w, not passed: a __m256i argument across the target boundary changes the ABI.
+template <int MR>
+PG_AVX2 void micro_avx2(const float* A, int64_t a_ms, int64_t a_ks, const float* Bp, int64_t K,
+                        float* C, int64_t ldc, bool acc, int64_t w) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(w, 16))), lane);
+  const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(w, 16) - 8)), lane);
+  __m256 c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) {
+    if (acc) {
+      c0[r] = _mm256_maskload_ps(C + r * ldc, m0);
+      c1[r] = _mm256_maskload_ps(C + r * ldc + 8, m1);
+    } else {
+      c0[r] = _mm256_setzero_ps();
+      c1[r] = _mm256_setzero_ps();
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(Bp + k * kPanel);
+    const __m256 b1 = _mm256_loadu_ps(Bp + k * kPanel + 8);
+    const float* a = A + k * a_ks;
+    for (int r = 0; r < MR; ++r) {
+      const __m256 ar = _mm256_broadcast_ss(a + r * a_ms);
+      c0[r] = _mm256_fmadd_ps(ar, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(ar, b1, c1[r]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    _mm256_maskstore_ps(C + r * ldc, m0, c0[r]);
+    _mm256_maskstore_ps(C + r * ldc + 8, m1, c1[r]);
+  }
+}
+
+using Micro2Fn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, bool,
+                          int64_t);
+constexpr Micro2Fn kMicro2[kMR2 + 1] = {nullptr, &micro_avx2<1>, &micro_avx2<2>, &micro_avx2<3>,
+                                        &micro_avx2<4>, &micro_avx2<5>, &micro_avx2<6>};
 #endif
 
 }  // namespace
 
-bool cpu_supported() {
+int cpu_isa() {
 #ifdef PG_X86
-  static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok;
+  static const int isa = __builtin_cpu_supports("avx512f")                                  ? kAvx512
+                         : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? kAvx2
+                                                                                              : 0;
+  return isa;
 #else
-  return false;
+  return 0;
 #endif
 }
 
@@ -100,12 +145,14 @@ at::Tensor pack_b(const float* b, int64_t K, int64_t N, int64_t ks, int64_t ns) 
 }
 
 void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_ms, int64_t a_ks,
-          const at::Tensor& packed_b, float* C, int64_t ldc, bool accumulate) {
+          const at::Tensor& packed_b, float* C, int64_t ldc, bool accumulate, int isa) {
   const int64_t P = (N + kPanel - 1) / kPanel;
   TORCH_CHECK(packed_b.dim() == 3 && packed_b.size(0) == P && packed_b.size(1) == K &&
                   packed_b.size(2) == kPanel && packed_b.is_contiguous(),
               "packed::gemm: packed_b must be pack_b's [", P, ", ", K, ", ", kPanel, "] output");
-  TORCH_CHECK(cpu_supported(), "packed::gemm: this CPU has no AVX-512F");
+  TORCH_CHECK(isa == kAvx2 || isa == kAvx512, "packed::gemm: isa must be kAvx2 or kAvx512, got ", isa);
+  TORCH_CHECK(isa <= cpu_isa(), "packed::gemm: this CPU cannot run the ", isa == kAvx512 ? "AVX-512" : "AVX2",
+              " micro-kernel");
   if (M <= 0 || N <= 0) return;
 #ifdef PG_X86
   if (K <= 0) {  // an empty sum
@@ -123,21 +170,31 @@ void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_ms, int64_t
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t p = t / chunks, m_lo = (t % chunks) * kMC, m_hi = std::min(M, m_lo + kMC);
       const int64_t n0 = p * kPanel, w = N - n0;
-      const __mmask16 m0 = lane_mask(w), m1 = lane_mask(w - 16);
       const float* panel = Bp + p * K * kPanel;
       for (int64_t k0 = 0; k0 < K; k0 += kKB) {
         const int64_t kb = std::min(kKB, K - k0);
         const bool acc = accumulate || k0 > 0;
-        for (int64_t m = m_lo; m < m_hi; m += kMR) {
-          const int64_t mr = std::min(kMR, m_hi - m);
-          kMicro[mr](A + m * a_ms + k0 * a_ks, a_ms, a_ks, panel + k0 * kPanel, kb, C + m * ldc + n0,
-                     ldc, acc, m0, m1);
+        if (isa == kAvx512) {
+          const __mmask16 m0 = lane_mask(w), m1 = lane_mask(w - 16);
+          for (int64_t m = m_lo; m < m_hi; m += kMR) {
+            const int64_t mr = std::min(kMR, m_hi - m);
+            kMicro[mr](A + m * a_ms + k0 * a_ks, a_ms, a_ks, panel + k0 * kPanel, kb, C + m * ldc + n0,
+                       ldc, acc, m0, m1);
+          }
+        } else {
+          for (int64_t half = 0; half < 2 && w > 16 * half; ++half) {
+            for (int64_t m = m_lo; m < m_hi; m += kMR2) {
+              const int64_t mr = std::min(kMR2, m_hi - m);
+              kMicro2[mr](A + m * a_ms + k0 * a_ks, a_ms, a_ks, panel + k0 * kPanel + 16 * half, kb,
+                          C + m * ldc + n0 + 16 * half, ldc, acc, w - 16 * half);
+            }
+          }
         }
       }
     }
   });
 #else
-  (void)A, (void)a_ms, (void)a_ks, (void)C, (void)ldc, (void)accumulate;
+  (void)A, (void)a_ms, (void)a_ks, (void)C, (void)ldc, (void)accumulate, (void)isa;
 #endif
 }
 

@@ -63,15 +63,17 @@ def gemm() -> str:
 
 
 def step_gemm() -> str:
-    """Where it runs the per-step fp32 GEMMs: "packed-avx512" (its own micro-kernel on a packed copy of W_h, with the
-    avx512 gate-math path; ``STACKFT_HL_PACKED=0`` turns it off) or "blas" (at::mm / the large-GEMM path)."""
+    """Where it runs the per-step fp32 GEMMs: "packed-avx512" / "packed-avx2" (its own micro-kernel on a packed copy of
+    W_h, of the gate-math path's ISA; ``STACKFT_HL_PACKED=0`` turns it off) or "blas" (at::mm / the large-GEMM path,
+    with the base gate-math path)."""
     return _ops().highway_lstm_step_gemm()
 
 
 def mm(a: Tensor, b: Tensor, backend: str = "packed", repeat: int = 1) -> Tensor:
-    """``a @ b`` (float32 ``[M, K] x [K, N]``, any strides) on one of the layer's GEMM paths: ``"packed"`` (the
-    AVX-512 micro-kernel; RuntimeError without AVX-512), ``"onednn"`` or ``"mm"``, run ``repeat`` times with ``b``
-    packed once (as the layer's per-step GEMMs are). For tests and ``bench/bench_highway_gemm.py``."""
+    """``a @ b`` (float32 ``[M, K] x [K, N]``, any strides) on one of the layer's GEMM paths: ``"packed-avx512"`` /
+    ``"packed-avx2"`` (the micro-kernels; RuntimeError where the CPU cannot run one), ``"packed"`` (the best of them
+    here), ``"onednn"`` or ``"mm"``, run ``repeat`` times with ``b`` packed once (as the layer's per-step GEMMs are).
+    For tests and ``bench/bench_highway_gemm.py``."""
     return _ops().highway_lstm_mm(a, b, backend, repeat)
 
 

@@ -121,19 +121,21 @@ def test_float32_with_onednn_off_uses_at_mm_and_matches():
     assert C.gemm() in ("onednn", "mm")
 
 
-@pytest.mark.parametrize("step_gemm", ["packed-avx512", "blas"])
+@pytest.mark.parametrize("step_gemm", ["packed-avx512", "packed-avx2", "blas"])
 def test_float32_step_gemms_packed_and_blas_match_float64_reference(isa, step_gemm, monkeypatch):
-    """The per-step GEMMs run in the packed AVX-512 micro-kernel (csrc/packed_gemm.cpp) or in BLAS.
+    """The per-step GEMMs run in a packed micro-kernel (csrc/packed_gemm.cpp; the gate math's ISA picks
+    AVX-512 or AVX2) or in BLAS.
 
     Shapes that reach the micro-kernel's edges inside the layer: 5H = 300 columns forward (9 full 32-column
     panels and a 12-column tail), H = 60 backward (a panel and a tail reaching into the second 16-lane half),
     B = 10 rows (a block of 8 and one of 2), a backward sum over 5H = 300 (two K blocks of at most 256),
     ragged lengths. (tests/kernels/test_packed_gemm.py tests the micro-kernel on its own.)
     """
-    if step_gemm == "packed-avx512":
-        if not _runnable("avx512"):
-            pytest.skip("this CPU has no AVX-512: the packed micro-kernel cannot run")
-        C.isa("avx512")
+    if step_gemm.startswith("packed-"):
+        want = step_gemm.removeprefix("packed-")
+        if not _runnable(want):
+            pytest.skip(f"this CPU cannot run the {want} path")
+        C.isa(want)
         monkeypatch.delenv("STACKFT_HL_PACKED", raising=False)
     else:
         monkeypatch.setenv("STACKFT_HL_PACKED", "0")

@@ -1,10 +1,11 @@
-"""The packed AVX-512 GEMM micro-kernel of the C++ highway-LSTM layer (``csrc/packed_gemm.cpp``).
+"""The packed GEMM micro-kernels of the C++ highway-LSTM layer (``csrc/packed_gemm.cpp``).
 
-Reached through ``highway_lstm_cpp.mm(a, b, "packed")`` and compared with the float64 product of
-the same fp32 inputs: sizes on both sides of every block edge (8-row micro-blocks, 64-row chunks,
-32-column panels and their 16-lane halves, 256-deep K blocks), operands that are transposed,
-sliced or strided views, an empty sum, and the oneDNN / at::mm paths on the same inputs. Skipped
-without the extension or without AVX-512.
+Reached through ``highway_lstm_cpp.mm(a, b, "packed-avx512" | "packed-avx2")`` and compared with the
+float64 product of the same fp32 inputs: sizes on both sides of every block edge (8-row AVX-512 and
+6-row AVX2 micro-blocks, 64-row chunks, 32-column panels and their 16-lane halves, the AVX2 kernel's
+8-lane quarters, 256-deep K blocks), operands that are transposed, sliced or strided views, an empty
+sum, and the oneDNN / at::mm paths on the same inputs. Each ISA is skipped where the CPU cannot run
+it; the module without the extension.
 """
 
 from __future__ import annotations
@@ -18,8 +19,19 @@ from stackft.kernels.ops import highway_lstm_cpp as C
 
 if _ext.disabled() or _ext.load() is None:
     pytest.skip("the stackft_C extension is disabled or does not build here", allow_module_level=True)
-if C.isa("auto") != "avx512":
-    pytest.skip("this CPU has no AVX-512: the packed micro-kernel cannot run", allow_module_level=True)
+
+
+def _can_run(backend: str) -> bool:
+    try:
+        C.mm(torch.ones(1, 1), torch.ones(1, 1), backend)
+        return True
+    except RuntimeError as e:
+        assert "cannot run" in str(e), e
+        return False
+
+
+PACKED = [pytest.param(b, marks=pytest.mark.skipif(not _can_run(b), reason=f"this CPU cannot run {b}"))
+          for b in ("packed-avx512", "packed-avx2")]
 
 
 def _check(a, b, seed, backend="packed", repeat=1):
@@ -31,15 +43,17 @@ def _check(a, b, seed, backend="packed", repeat=1):
                  f"x{tuple(b.shape)}: {m}")
 
 
-@pytest.mark.parametrize("M", [1, 7, 8, 9, 65, 130])
-@pytest.mark.parametrize("N", [1, 16, 17, 32, 33, 100])
+@pytest.mark.parametrize("backend", PACKED)
+@pytest.mark.parametrize("M", [1, 6, 7, 8, 9, 65, 130])
+@pytest.mark.parametrize("N", [1, 8, 9, 16, 17, 32, 33, 100])
 @pytest.mark.parametrize("K", [1, 5, 256, 300])
-def test_packed_matches_float64_product(M, N, K):
+def test_packed_matches_float64_product(backend, M, N, K):
     g, seed = fresh()
-    _check(torch.randn(M, K, generator=g), torch.randn(K, N, generator=g), seed)
+    _check(torch.randn(M, K, generator=g), torch.randn(K, N, generator=g), seed, backend)
 
 
-def test_strided_and_transposed_operands():
+@pytest.mark.parametrize("backend", PACKED)
+def test_strided_and_transposed_operands(backend):
     """A read through element strides: a transposed view (the layer's dGᵀ), a row-strided view (one step of
     [B, T, H]); B packed from a transposed view (W_xᵀ) and from a column slice."""
     g, seed = fresh()
@@ -53,13 +67,26 @@ def test_strided_and_transposed_operands():
     ]
     for a, b in cases:
         assert not (a.is_contiguous() and b.is_contiguous())
-        _check(a, b, seed)
+        _check(a, b, seed, backend)
 
 
-def test_repeat_and_other_backends_agree():
+@pytest.mark.parametrize("backend", PACKED)
+def test_accumulated_k_blocks_and_repeat(backend):
+    """K over three 256-deep blocks (the second and third accumulate into C), B packed once, run 3 times."""
+    g, seed = fresh()
+    a, b = torch.randn(32, 700, generator=g)[:, :650], torch.randn(650, 70, generator=g)
+    _check(a, b, seed, backend, repeat=3)
+
+
+def test_packed_is_the_best_micro_kernel_and_other_backends_agree():
     g, seed = fresh()
     a, b = torch.randn(32, 256, generator=g)[:, :250], torch.randn(250, 70, generator=g)
-    _check(a, b, seed, repeat=3)
+    runnable = [b_ for b_ in ("packed-avx512", "packed-avx2") if _can_run(b_)]
+    if not runnable:
+        with pytest.raises(RuntimeError, match="cannot run"):
+            C.mm(a, b, "packed")
+    else:  # "packed" is the first runnable one: bitwise the same product
+        assert torch.equal(C.mm(a, b, "packed"), C.mm(a, b, runnable[0]))
     for backend in ("mm", "onednn"):
         try:
             _check(a, b, seed, backend)
@@ -67,9 +94,13 @@ def test_repeat_and_other_backends_agree():
             assert "oneDNN" in str(e) and backend == "onednn"
 
 
-def test_empty_sum_is_zero_and_bad_input_raises():
-    out = C.mm(torch.randn(5, 0), torch.randn(0, 40), "packed")
+@pytest.mark.parametrize("backend", PACKED)
+def test_empty_sum_is_zero(backend):
+    out = C.mm(torch.randn(5, 0), torch.randn(0, 40), backend)
     assert out.shape == (5, 40) and not out.any()
+
+
+def test_bad_input_raises():
     with pytest.raises(TypeError, match="float32"):
         C.mm(torch.randn(3, 4, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"\[M, K\]"):
