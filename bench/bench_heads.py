@@ -78,6 +78,7 @@ FULL = dict(B=32, T=64, d=384, lstm=256, encoder="minilm", rounds=5, warmup=1, v
 SMOKE = dict(B=2, T=8, d=32, lstm=16, encoder="random:tiny", rounds=1, warmup=1,
              variants=(("sim-transformer", {"match_norm": "none"}),), cache_batches=2)
 CACHE_DTYPE = "fp16"  # TrainConfig.cache_dtype's default
+ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")  # recorded: they change the libraries' code paths
 BURST_MS = 50.0  # entries faster than this are timed in bursts of back-to-back calls (time_round_robin)
 CACHED_TARGET = 1.15  # issue #12: cached phase-1 step <= 1.15x the head's own fwd+bwd on materialised features
 
@@ -410,6 +411,10 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", action="store_true",
                     help="keep the thread blocks already in the output JSON that this run does not measure "
                          "(e.g. --threads 1 --rounds 5, then --threads 2 --rounds 3 --merge)")
+    ap.add_argument("--isa", default="auto", choices=("auto", "avx512", "avx2", "base"),
+                    help="the C++ highway layer's CPU code path (gate math and its per-step GEMM micro-kernel); "
+                         "with ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 and --isa avx2 the rows time an "
+                         "AVX2-only CPU's paths on an AVX-512 one")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/heads-<device>.json; "
                                                 "smoke: the temp folder)")
     args = ap.parse_args(argv)
@@ -428,6 +433,13 @@ def main(argv=None) -> int:
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
         devs.append(torch.device("cuda"))
     ext = _ext.load()
+    if args.isa != "auto":
+        if ext is None:
+            ap.error("--isa: the stackft_C extension is unavailable")
+        try:
+            K._highway_lstm_cpp.isa(args.isa)
+        except ValueError as e:
+            ap.error(f"--isa: {e}")
     for dev in devs:
         res = {"device": U.device_name() if dev.type == "cuda" else f"cpu: {platform.processor() or platform.machine()}",
                "host_cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
@@ -440,7 +452,8 @@ def main(argv=None) -> int:
                            "prefetch), then the head's fwd+bwd"},
                "extension": None if ext is None else {"info": ext.info, "highway_isa": K._highway_lstm_cpp.isa(),
                                                      "highway_gemm": K._highway_lstm_cpp.gemm(),
-                                                     "highway_step_gemm": K._highway_lstm_cpp.step_gemm()},
+                                                     "highway_step_gemm": K._highway_lstm_cpp.step_gemm(),
+                                                     "env": {k: os.environ[k] for k in ISA_ENV if k in os.environ}},
                "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
                "results": None}
         with tempfile.TemporaryDirectory(prefix="bench-heads-cache-") as tmp:
