@@ -68,9 +68,9 @@ __mmask16 lane_mask(int64_t n) {  // the first n (clamped to 0..16) lanes
 
 #define PG_AVX2 __attribute__((target("avx2,fma")))
 
-// C[0:MR, 0:w] (w <= 16 valid columns; the rest of the 16 are neither read nor written) (+)=
-// A[0:MR, 0:K] x Bp[0:K, 0:16], Bp's rows kPanel apart (one half of a 32-column panel). The masks
-// are built here from w, not passed: a __m256i argument across the target boundary changes the ABI.
+// C[0:MR, 0:min(w, 16)] (+)= A[0:MR, 0:K] x Bp[0:K, 0:16], Bp's rows kPanel apart (one half of a
+// 32-column panel); C's columns from w on are neither read nor written. The masks are built here
+// from w, not passed: a __m256i argument across the target boundary would change the ABI.
 template <int MR>
 PG_AVX2 void micro_avx2(const float* A, int64_t a_ms, int64_t a_ks, const float* Bp, int64_t K,
                         float* C, int64_t ldc, bool acc, int64_t w) {
