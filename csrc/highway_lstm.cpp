@@ -23,6 +23,7 @@
 #include <ATen/core/TensorBody.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/BFloat16.h>
@@ -33,6 +34,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -434,9 +436,26 @@ MkldnnMatmulFn mkldnn_matmul_fn() {
   return fn;
 }
 
+// Whether the symbol found runs here: torch's mkldnn_matmul refuses (RuntimeError) on CPUs whose
+// oneDNN has no bf16 support (AVX2-only x86, or ONEDNN_MAX_CPU_ISA=AVX2), even for fp32 operands,
+// so one 1 x 1 product is tried, once per process.
+bool onednn_runs() {
+  static const bool ok = [] {
+    if (mkldnn_matmul_fn() == nullptr || !at::hasMKLDNN()) return false;
+    try {
+      const at::Tensor one = at::ones({1, 1}, at::TensorOptions().dtype(at::kFloat));
+      at::Tensor out = at::empty({1, 1}, one.options());
+      mkldnn_matmul_fn()(one, one, out, /*beta=*/0.0f, /*alpha=*/1.0f);
+      return out.item<float>() == 1.0f;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
 bool use_onednn(const at::Tensor& out) {
-  return out.scalar_type() == at::kFloat && mkldnn_matmul_fn() != nullptr && at::hasMKLDNN() &&
-         at::globalContext().userEnabledMkldnn();
+  return out.scalar_type() == at::kFloat && at::globalContext().userEnabledMkldnn() && onednn_runs();
 }
 
 // out = a @ b (out preallocated, contiguous); large=true: oneDNN when available
@@ -476,9 +495,7 @@ int use_packed() {
 
 // highway_lstm_gemm() -> str: where the large fp32 GEMMs run, "onednn" or "mm" (at::mm)
 std::string highway_lstm_gemm() {
-  return mkldnn_matmul_fn() != nullptr && at::hasMKLDNN() && at::globalContext().userEnabledMkldnn()
-             ? "onednn"
-             : "mm";
+  return at::globalContext().userEnabledMkldnn() && onednn_runs() ? "onednn" : "mm";
 }
 
 // highway_lstm_step_gemm() -> str: where the per-step fp32 GEMMs run, "packed-avx512", "packed-avx2"

@@ -111,6 +111,35 @@ def test_float32_matches_float64_reference(isa, H, reverse):
     _compare(a, torch.tensor([7, 1, 4]), reverse, True, True, torch.float32, seed)
 
 
+def test_layer_runs_where_onednn_matmul_refuses_fp32():
+    """torch's mkldnn_matmul raises on CPUs whose oneDNN lacks bf16 support, even for fp32 operands (every
+    AVX2-only x86 CPU); the layer must then fall back to at::mm, not fail. Emulated in a fresh process with
+    ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN reads it once, at its first use)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from stackft.kernels.ops import highway_lstm_cpp as C\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x = torch.randn(3, 5, 7, generator=g, requires_grad=True); L = torch.tensor([5, 2, 4])\n"
+        "W_x = torch.randn(6 * 4, 7, generator=g, requires_grad=True); W_h = torch.randn(5 * 4, 4, generator=g)\n"
+        "b = torch.randn(5 * 4, generator=g)\n"
+        "out = C.highway_lstm(x, L, W_x, W_h, b)[0]; out.sum().backward()\n"
+        "from stackft.kernels import reference as R\n"
+        "ref = R.highway_lstm(x.double(), L, W_x.double(), W_h.double(), b.double())[0]\n"
+        "print(C.gemm(), bool(torch.isfinite(x.grad).all()), float((out.double() - ref).abs().max()))\n"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    gemm, finite, err = r.stdout.split()
+    assert finite == "True" and float(err) < 1e-4, r.stdout
+    with torch.backends.mkldnn.flags(enabled=True):
+        here = C.mm(torch.ones(1, 1), torch.ones(1, 1), "onednn") if C.gemm() == "onednn" else None
+    if here is not None:  # oneDNN's matmul runs in this process: AVX2 made it refuse, and the layer noticed
+        assert gemm == "mm"
+
+
 def test_float32_with_onednn_off_uses_at_mm_and_matches():
     """The large fp32 GEMMs run in oneDNN when torch has it; torch.backends.mkldnn off -> at::mm."""
     g, seed = fresh()
