@@ -474,16 +474,18 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, bool large) {
 }
 
 // The per-step recurrent GEMMs of both passes go to packed::gemm (a micro-kernel on a packed copy
-// of W_h, packed_gemm.h) when the gate math runs its AVX-512 or AVX2 path, on the micro-kernel of
-// the same ISA. Measured side by side (bench/bench_highway_gemm.py, one Zen 5 core / two): AVX-512
-// is 1.2-1.8x oneDNN's matmul and 2.3-3x MKL's sgemm at [32, 256] x [256, 1280] and
-// [32, 1280] x [1280, 256]; on the large GEMMs over all B·T rows oneDNN was as fast or faster
-// (0.4-1.0x for the packed kernel), so those stay as above. STACKFT_HL_PACKED=0 turns it off; read
-// per call, so tests can switch it. Returns the micro-kernel's ISA (packed::kAvx2 / kAvx512) or 0.
+// of W_h, packed_gemm.h) when the gate math runs its AVX-512 path. Measured side by side
+// (bench/bench_highway_gemm.py, one Zen 5 core / two): 1.2-1.8x oneDNN's matmul and 2.3-3x MKL's
+// sgemm at [32, 256] x [256, 1280] and [32, 1280] x [1280, 256]; on the large GEMMs over all B·T
+// rows oneDNN was as fast or faster (0.4-1.0x for the packed kernel), so those stay as above.
+// The AVX2 micro-kernel is not used: on the same core with oneDNN and MKL held to AVX2 it ran the
+// per-step GEMMs at 0.66-0.81x MKL's sgemm and the layer 1.17x slower (bench/README.md), so the avx2
+// path keeps BLAS. STACKFT_HL_PACKED=0 turns it off; read per call, so tests can switch it. Returns
+// the micro-kernel's ISA (packed::kAvx512) or 0.
 int use_packed() {
   const FloatKernels& k = float_kernels();
 #ifdef HL_X86
-  const int isa = &k == &kAvx512 ? packed::kAvx512 : &k == &kAvx2 ? packed::kAvx2 : 0;
+  const int isa = &k == &kAvx512 ? packed::kAvx512 : 0;
 #else
   const int isa = 0;
   (void)k;
@@ -498,11 +500,9 @@ std::string highway_lstm_gemm() {
   return at::globalContext().userEnabledMkldnn() && onednn_runs() ? "onednn" : "mm";
 }
 
-// highway_lstm_step_gemm() -> str: where the per-step fp32 GEMMs run, "packed-avx512", "packed-avx2"
-// or "blas" (the forward's at::mm, the backward's large-GEMM path)
+// highway_lstm_step_gemm() -> str: where the per-step fp32 GEMMs run, "packed-avx512" or "blas" (the forward's at::mm, the backward's large-GEMM path)
 std::string highway_lstm_step_gemm() {
-  const int isa = use_packed();
-  return isa == packed::kAvx512 ? "packed-avx512" : isa == packed::kAvx2 ? "packed-avx2" : "blas";
+  return use_packed() == packed::kAvx512 ? "packed-avx512" : "blas";
 }
 
 // ---- checks -------------------------------------------------------------------------------------

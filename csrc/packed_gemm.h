@@ -14,7 +14,10 @@
 //
 // Measured side by side on a Zen 5 CPU (bench/bench_highway_gemm.py, 1 and 2 threads): AVX-512 is
 // 1.2-1.7x oneDNN's matmul and 2.3-3x MKL's sgemm on the per-step shapes; on the large GEMMs over all
-// B·T rows oneDNN was as fast or faster, so the layer uses it only for the per-step ones.
+// B·T rows oneDNN was as fast or faster, so the layer uses it only for the per-step ones. The AVX2
+// kernel lost to MKL's AVX2 sgemm (0.66-0.81x on the per-step shapes, oneDNN and MKL held to AVX2
+// on the same core): the layer does not use it; it is kept, tested, for measurements on real AVX2
+// CPUs (highway_lstm_mm "packed-avx2") and as the starting point of a faster one.
 #pragma once
 #include <ATen/core/Tensor.h>
 
