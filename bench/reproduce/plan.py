@@ -75,6 +75,9 @@ SUBSAMPLE = {  # (max_train, max_dev) per task and scale; None = all
 # --scale mid: stack-and-finetune with the old gap rule, the noise-aware rule (gap_se) and a searched
 # handoff, beside finetune-only; for pairs also joint vs siamese encoding (cells in priority order)
 NOISE_AWARE = dict(stop_mode="gap_se")
+# the paper's rule, named outright: gap_se became the library default after the first -gap cells ran,
+# so a cell without it would run gap_se (snf-highway-lstm-gap-headlr did, before this was added)
+OLD_RULE = dict(stop_mode="gap")
 SEARCH = dict(candidates=3, probe_fraction=0.1)
 # finetune-only given twice the epochs: the equal-compute baseline for a stack-and-finetune run that
 # costs more wall time than finetune-only (its phase 1, a heavier head in phase 2)
@@ -100,7 +103,7 @@ def mid_cells(key: str, heads) -> tuple:
                  pair_mode="joint"),
             Cell("search-bimpm-joint", "stack-and-finetune", "bimpm", overrides=NOISE_AWARE, pair_mode="joint",
                  handoff=SEARCH),
-            Cell("snf-bimpm-siamese-gap", "stack-and-finetune", "bimpm", pair_mode="siamese"),
+            Cell("snf-bimpm-siamese-gap", "stack-and-finetune", "bimpm", overrides=OLD_RULE, pair_mode="siamese"),
             Cell("snf-bimpm-siamese-gapse", "stack-and-finetune", "bimpm", overrides=NOISE_AWARE, pair_mode="siamese"),
             # siamese against joint (snf-bimpm-joint-gapse-headlr) at the measured phase-2 recipe
             Cell("snf-bimpm-siamese-gapse-headlr", "stack-and-finetune", "bimpm", overrides={**NOISE_AWARE, **HEAD_LR},
@@ -144,7 +147,7 @@ def mid_cells(key: str, heads) -> tuple:
             # at the phase-2 recipe (head at 10x the encoder's lr) that the cells above measured: the paper's
             # gap rule against the noise-aware one, a searched handoff, the other stacked head
             Cell("snf-highway-lstm-gap-headlr", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
-                 overrides=HEAD_LR),
+                 overrides={**OLD_RULE, **HEAD_LR}),
             Cell("search-highway-lstm-headlr", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
                  overrides={**NOISE_AWARE, **HEAD_LR}, handoff=SEARCH),
             Cell("snf-densenet-gapse-headlr", "stack-and-finetune", "densenet", heads("densenet"),
@@ -170,7 +173,7 @@ def mid_cells(key: str, heads) -> tuple:
         Cell("finetune-only-headlr", "finetune-only", "fc", overrides=HEAD_LR),
         Cell("snf-bilstm-gapse", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=NOISE_AWARE),
         Cell("search-bilstm", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=NOISE_AWARE, handoff=SEARCH),
-        Cell("snf-bilstm-gap", "stack-and-finetune", "bilstm", heads("bilstm")),
+        Cell("snf-bilstm-gap", "stack-and-finetune", "bilstm", heads("bilstm"), overrides=OLD_RULE),
         # the phase-2 recipe sweep (cheapest task first): the head at 10x the encoder's lr; layer-wise decay
         Cell("snf-bilstm-gapse-headlr", "stack-and-finetune", "bilstm", heads("bilstm"),
              overrides={**NOISE_AWARE, **HEAD_LR}),
