@@ -44,8 +44,9 @@ def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
+def sync(dev: torch.device | None = None) -> None:
+    """Wait for ``dev``'s queued work (a no-op off CUDA); ``None``: the current CUDA device if there is one."""
+    if (dev is None and torch.cuda.is_available()) or (dev is not None and dev.type == "cuda"):
         torch.cuda.synchronize()
 
 
@@ -54,11 +55,6 @@ def rotating(make, n: int = 3):
     sets = [make() for _ in range(n)]
     it = itertools.cycle(sets)
     return lambda: next(it)
-
-
-def _sync_device(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_round_robin(entries: list[tuple[str, object]], rounds: int, warmup: int,
@@ -84,11 +80,11 @@ def time_round_robin(entries: list[tuple[str, object]], rounds: int, warmup: int
     for r in range(warmup + rounds):
         for name, fn in entries:
             n = reps[name]
-            _sync_device(dev)
+            sync(dev)
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(n):
                 fn()
-            _sync_device(dev)
+            sync(dev)
             t1, c1 = time.perf_counter(), time.process_time()
             if r >= warmup:
                 wall[name].append((t1 - t0) * 1e3 / n)

@@ -5,7 +5,8 @@ recurrent gates) runs six GEMMs; each is timed here on the paths the extension c
 through ``stackft.kernels.ops.highway_lstm_cpp.mm``:
 
 * ``packed-avx512`` / ``packed-avx2``: the extension's micro-kernels on a packed copy of B
-  (``csrc/packed_gemm.cpp``; the layer runs the one of its gate-math path's ISA);
+  (``csrc/packed_gemm.cpp``; the layer runs the AVX-512 one with its avx512 gate-math path, and
+  BLAS otherwise: the AVX2 one measured slower than MKL's AVX2 sgemm, bench/README.md);
 * ``onednn``: oneDNN's matmul (``at::native::mkldnn_matmul``), what the large GEMMs used before;
 * ``mm``: ``at::mm`` (MKL's or OpenBLAS's sgemm), what the per-step GEMMs and dW_h used before;
 
@@ -126,7 +127,7 @@ def run(cfg: dict, threads: int, packed: str = "auto") -> dict:
         rows.append({"gemm": name, "path": p, "M,K,N": None if p == "onednn-rnn" else
                      f"{a.shape[0]},{a.shape[1]},{b.shape[1]}", "calls": per, "ms": med, "low_ms": min(ts),
                      "gflop": flop / 1e9, "gflop_s": flop / 1e9 / (med / 1e3), "raw_ms": ts})
-    first = paths[0] if paths and paths[0].startswith("packed-") else None  # the layer's micro-kernel
+    first = paths[0] if paths and paths[0].startswith("packed-") else None  # the best micro-kernel timed
     for name in ops:  # speed-up of that micro-kernel over the others, same shape, same run
         by = {r["path"]: r["ms"] for r in rows if r["gemm"] == name}
         for r in rows:

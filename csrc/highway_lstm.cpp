@@ -500,7 +500,8 @@ std::string highway_lstm_gemm() {
   return at::globalContext().userEnabledMkldnn() && onednn_runs() ? "onednn" : "mm";
 }
 
-// highway_lstm_step_gemm() -> str: where the per-step fp32 GEMMs run, "packed-avx512" or "blas" (the forward's at::mm, the backward's large-GEMM path)
+// highway_lstm_step_gemm() -> str: where the per-step fp32 GEMMs run, "packed-avx512" or "blas" (the
+// forward's at::mm, the backward's large-GEMM path)
 std::string highway_lstm_step_gemm() {
   return use_packed() == packed::kAvx512 ? "packed-avx512" : "blas";
 }

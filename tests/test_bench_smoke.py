@@ -163,7 +163,7 @@ def test_highway_gemm_smoke(tmp_path):
     assert {r["calls"] for r in rows if r["gemm"].startswith("step")} == {6}
     paths = {r["path"] for r in rows}
     assert "mm" in paths
-    if res["isa"] in ("avx512", "avx2"):  # the gate math's best path; the micro-kernel of that ISA comes first
+    if res["isa"] in ("avx512", "avx2"):  # the CPU's best ISA: its micro-kernel is timed first
         assert f"packed-{res['isa']}" in paths
         assert all(r["packed_speedup"] > 0 for r in rows if r["path"] != "onednn-rnn")
     if res["isa"] == "avx512":
