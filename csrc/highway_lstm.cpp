@@ -10,8 +10,8 @@
 // The forward writes step t's new state straight into the next step's h_prev/c_prev slot.
 //
 // Gate math: one pass per step over [B, 5H] + carry, at::parallel_for over batch rows; each row
-// is processed in 16-float SIMD chunks (GCC/Clang vector extensions, compiled for AVX-512, AVX2
-// and baseline x86-64 and picked at run time) with a Cephes-style polynomial exp (about 1 ulp) and
+// is processed in SIMD chunks (GCC/Clang vector extensions: 16 floats compiled for AVX-512 and
+// baseline x86-64, 8 for AVX2; picked at run time) with a Cephes-style polynomial exp (about 1 ulp) and
 // tanh; float64 uses std::exp / std::tanh. bf16: GEMMs in bf16, gate math and the cell state in
 // fp32, h rounded to bf16 each step (it is the next GEMM's operand) as in the reference; the
 // backward runs in fp32 and rounds the gradients once.
@@ -64,6 +64,8 @@ namespace {
 #ifdef HL_VECTOR
 typedef float vf16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef float vf8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
 #endif
 
 template <class V>
@@ -79,10 +81,19 @@ struct Lanes<double> {
   using S = double;
 };
 #ifdef HL_VECTOR
+// 16 lanes on AVX-512 (one zmm); 8 on AVX2, where a 16-lane value takes two of the 16 ymm
+// registers and the gate math spilled (fwd_row ran at about half the 8-lane rate).
 template <>
 struct Lanes<vf16> {
   static constexpr int64_t W = 16;
   using S = float;
+  using I = vi16;
+};
+template <>
+struct Lanes<vf8> {
+  static constexpr int64_t W = 8;
+  using S = float;
+  using I = vi8;
 };
 #endif
 
@@ -124,40 +135,44 @@ HL_INLINE double vtanh(double x) { return std::tanh(x); }
 #ifdef HL_VECTOR
 // Cephes expf: x clamped to [-87.3, 88.3] (2^n stays a normal float), n = round(x / ln 2) by the
 // 1.5·2^23 trick, Cody-Waite reduction with ln 2 in two parts, degree-5 polynomial.
-HL_INLINE vf16 vexp(vf16 x) {
-  x = x > 88.3f ? bcast<vf16>(88.3f) : x;
-  x = x < -87.3f ? bcast<vf16>(-87.3f) : x;
-  const vf16 magic = bcast<vf16>(12582912.0f);
-  const vf16 r = x * 1.44269504088896341f + magic;
-  const vi16 n = (vi16)r - (vi16)magic;
-  const vf16 fx = r - magic;
+template <class V>
+HL_INLINE std::enable_if_t<(Lanes<V>::W > 1), V> vexp(V x) {
+  using I = typename Lanes<V>::I;
+  x = x > 88.3f ? bcast<V>(88.3f) : x;
+  x = x < -87.3f ? bcast<V>(-87.3f) : x;
+  const V magic = bcast<V>(12582912.0f);
+  const V r = x * 1.44269504088896341f + magic;
+  const I n = (I)r - (I)magic;
+  const V fx = r - magic;
   x = x - fx * 0.693359375f;
   x = x - fx * -2.12194440e-4f;
-  vf16 y = bcast<vf16>(1.9875691500e-4f);
+  V y = bcast<V>(1.9875691500e-4f);
   y = y * x + 1.3981999507e-3f;
   y = y * x + 8.3334519073e-3f;
   y = y * x + 4.1665795894e-2f;
   y = y * x + 1.6666665459e-1f;
   y = y * x + 5.0000001201e-1f;
   y = y * (x * x) + x + 1.0f;
-  const vi16 e = (n + 127) << 23;
-  return y * (vf16)e;
+  const I e = (n + 127) << 23;
+  return y * (V)e;
 }
 
 // Cephes tanhf: odd polynomial below |x| = 0.625 (keeps the relative precision near 0),
 // 1 - 2 / (exp(2|x|) + 1) with the sign of x above.
-HL_INLINE vf16 vtanh(vf16 x) {
-  const vi16 sign = (vi16)x & (int32_t)0x80000000u;
-  const vf16 ax = (vf16)((vi16)x & 0x7fffffff);
-  const vf16 big = 1.0f - 2.0f / (vexp(ax + ax) + 1.0f);
-  const vf16 s = x * x;
-  vf16 p = bcast<vf16>(-5.70498872745e-3f);
+template <class V>
+HL_INLINE std::enable_if_t<(Lanes<V>::W > 1), V> vtanh(V x) {
+  using I = typename Lanes<V>::I;
+  const I sign = (I)x & (int32_t)0x80000000u;
+  const V ax = (V)((I)x & 0x7fffffff);
+  const V big = 1.0f - 2.0f / (vexp(ax + ax) + 1.0f);
+  const V s = x * x;
+  V p = bcast<V>(-5.70498872745e-3f);
   p = p * s + 2.06390887954e-2f;
   p = p * s - 5.37397155531e-2f;
   p = p * s + 1.33314422036e-1f;
   p = p * s - 3.33332819422e-1f;
-  const vf16 small = p * s * x + x;
-  return ax >= 0.625f ? (vf16)((vi16)big | sign) : small;
+  const V small = p * s * x + x;
+  return ax >= 0.625f ? (V)((I)big | sign) : small;
 }
 #endif
 
@@ -294,12 +309,12 @@ HL_AVX512 void bwd_row_avx512(const float* g, const float* cp, const float* drop
 }
 HL_AVX2 void fwd_row_avx2(float* g, const float* hg, const float* bias, const float* cp,
                           const float* drop, float* h_out, float* c_out, int64_t H) {
-  fwd_row<vf16>(g, hg, bias, cp, drop, h_out, c_out, H);
+  fwd_row<vf8>(g, hg, bias, cp, drop, h_out, c_out, H);
 }
 HL_AVX2 void bwd_row_avx2(const float* g, const float* cp, const float* drop, const float* gout,
                           const float* rec, float* gh, float* gc, float* gdrop, float* dg,
                           int64_t H) {
-  bwd_row<vf16>(g, cp, drop, gout, rec, gh, gc, gdrop, dg, H);
+  bwd_row<vf8>(g, cp, drop, gout, rec, gh, gc, gdrop, dg, H);
 }
 #endif
 
@@ -474,18 +489,17 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, bool large) {
 }
 
 // The per-step recurrent GEMMs of both passes go to packed::gemm (a micro-kernel on a packed copy
-// of W_h, packed_gemm.h) when the gate math runs its AVX-512 path. Measured side by side
-// (bench/bench_highway_gemm.py, one Zen 5 core / two): 1.2-1.8x oneDNN's matmul and 2.3-3x MKL's
-// sgemm at [32, 256] x [256, 1280] and [32, 1280] x [1280, 256]; on the large GEMMs over all B·T
-// rows oneDNN was as fast or faster (0.4-1.0x for the packed kernel), so those stay as above.
-// The AVX2 micro-kernel is not used: on the same core with oneDNN and MKL held to AVX2 it ran the
-// per-step GEMMs at 0.66-0.81x MKL's sgemm and the layer 1.17x slower (bench/README.md), so the avx2
-// path keeps BLAS. STACKFT_HL_PACKED=0 turns it off; read per call, so tests can switch it. Returns
-// the micro-kernel's ISA (packed::kAvx512) or 0.
+// of W_h, packed_gemm.h) when the gate math runs its AVX-512 or AVX2 path, on the micro-kernel of the
+// same ISA. Measured side by side (bench/bench_highway_gemm.py, one Zen 5 core / two): AVX-512
+// 1.2-1.8x oneDNN's matmul and 2.3-3x MKL's sgemm at [32, 256] x [256, 1280] and [32, 1280] x
+// [1280, 256]; AVX2, with oneDNN and MKL held to AVX2, 1.2-1.5x MKL's AVX2 sgemm there. On the large
+// GEMMs over all B·T rows oneDNN (or MKL) was as fast or faster, so those stay as above.
+// STACKFT_HL_PACKED=0 turns it off; read per call, so tests can switch it. Returns the micro-kernel's
+// ISA (packed::kAvx512 / packed::kAvx2) or 0.
 int use_packed() {
   const FloatKernels& k = float_kernels();
 #ifdef HL_X86
-  const int isa = &k == &kAvx512 ? packed::kAvx512 : 0;
+  const int isa = &k == &kAvx512 ? packed::kAvx512 : &k == &kAvx2 ? packed::kAvx2 : 0;
 #else
   const int isa = 0;
   (void)k;
@@ -500,10 +514,11 @@ std::string highway_lstm_gemm() {
   return at::globalContext().userEnabledMkldnn() && onednn_runs() ? "onednn" : "mm";
 }
 
-// highway_lstm_step_gemm() -> str: where the per-step fp32 GEMMs run, "packed-avx512" or "blas" (the
-// forward's at::mm, the backward's large-GEMM path)
+// highway_lstm_step_gemm() -> str: where the per-step fp32 GEMMs run, "packed-avx512", "packed-avx2"
+// or "blas" (the forward's at::mm, the backward's large-GEMM path)
 std::string highway_lstm_step_gemm() {
-  return use_packed() == packed::kAvx512 ? "packed-avx512" : "blas";
+  const int isa = use_packed();
+  return isa == packed::kAvx512 ? "packed-avx512" : isa == packed::kAvx2 ? "packed-avx2" : "blas";
 }
 
 // ---- checks -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PG_X86 1
@@ -68,45 +69,108 @@ __mmask16 lane_mask(int64_t n) {  // the first n (clamped to 0..16) lanes
 
 #define PG_AVX2 __attribute__((target("avx2,fma")))
 
-// C[0:MR, 0:min(w, 16)] (+)= A[0:MR, 0:K] x Bp[0:K, 0:16], Bp's rows kPanel apart (one half of a
-// 32-column panel); C's columns from w on are neither read nor written. The masks are built here
-// from w, not passed: a __m256i argument across the target boundary would change the ABI.
+// C[0:MR, 0:16] (+)= A[0:MR, 0:K] x Bp[0:K, 0:16], Bp's rows kPanel apart (one half of a 32-column
+// panel). 12 accumulators, 2 B vectors and a broadcast: 15 of the 16 ymm registers. The accumulators
+// are named variables, not arrays as in the AVX-512 kernel: with __m256 arrays (and with masks live
+// across the loop) GCC 12 stored every accumulator to the stack on each k, which halved the rate.
+// Tail columns go through micro_avx2_tail's local tile instead of masks.
+#define PG_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 template <int MR>
 PG_AVX2 void micro_avx2(const float* A, int64_t a_ms, int64_t a_ks, const float* Bp, int64_t K,
-                        float* C, int64_t ldc, bool acc, int64_t w) {
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(w, 16))), lane);
-  const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(w, 16) - 8)), lane);
-  __m256 c0[MR], c1[MR];
-  for (int r = 0; r < MR; ++r) {
-    if (acc) {
-      c0[r] = _mm256_maskload_ps(C + r * ldc, m0);
-      c1[r] = _mm256_maskload_ps(C + r * ldc + 8, m1);
-    } else {
-      c0[r] = _mm256_setzero_ps();
-      c1[r] = _mm256_setzero_ps();
-    }
+                        float* C, int64_t ldc, bool acc) {
+#define PG_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+  PG_ROWS(PG_DECL)
+#define PG_LOAD(r)                                      \
+  if constexpr (r < MR) {                               \
+    c##r##0 = _mm256_loadu_ps(C + r * ldc);             \
+    c##r##1 = _mm256_loadu_ps(C + r * ldc + 8);         \
+  }
+  if (acc) {
+    PG_ROWS(PG_LOAD)
   }
   for (int64_t k = 0; k < K; ++k) {
     const __m256 b0 = _mm256_loadu_ps(Bp + k * kPanel);
     const __m256 b1 = _mm256_loadu_ps(Bp + k * kPanel + 8);
     const float* a = A + k * a_ks;
-    for (int r = 0; r < MR; ++r) {
-      const __m256 ar = _mm256_broadcast_ss(a + r * a_ms);
-      c0[r] = _mm256_fmadd_ps(ar, b0, c0[r]);
-      c1[r] = _mm256_fmadd_ps(ar, b1, c1[r]);
-    }
+#define PG_FMA(r)                                           \
+  if constexpr (r < MR) {                                   \
+    const __m256 ar = _mm256_broadcast_ss(a + r * a_ms);    \
+    c##r##0 = _mm256_fmadd_ps(ar, b0, c##r##0);             \
+    c##r##1 = _mm256_fmadd_ps(ar, b1, c##r##1);             \
   }
-  for (int r = 0; r < MR; ++r) {
-    _mm256_maskstore_ps(C + r * ldc, m0, c0[r]);
-    _mm256_maskstore_ps(C + r * ldc + 8, m1, c1[r]);
+    PG_ROWS(PG_FMA)
   }
+#define PG_STORE(r)                                     \
+  if constexpr (r < MR) {                               \
+    _mm256_storeu_ps(C + r * ldc, c##r##0);             \
+    _mm256_storeu_ps(C + r * ldc + 8, c##r##1);         \
+  }
+  PG_ROWS(PG_STORE)
+#undef PG_DECL
+#undef PG_LOAD
+#undef PG_FMA
+#undef PG_STORE
 }
+#undef PG_ROWS
 
-using Micro2Fn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, bool,
-                          int64_t);
+using Micro2Fn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, bool);
 constexpr Micro2Fn kMicro2[kMR2 + 1] = {nullptr, &micro_avx2<1>, &micro_avx2<2>, &micro_avx2<3>,
                                         &micro_avx2<4>, &micro_avx2<5>, &micro_avx2<6>};
+
+// The same on C's first w < 16 columns (the last panel's tail): through a 16-column local tile, so
+// C's columns from w on are neither read nor written.
+void micro_avx2_tail(int64_t mr, const float* A, int64_t a_ms, int64_t a_ks, const float* Bp, int64_t K,
+                     float* C, int64_t ldc, bool acc, int64_t w) {
+  alignas(32) float tile[kMR2 * 16];
+  for (int64_t r = 0; r < mr; ++r) {
+    for (int64_t j = 0; j < 16; ++j) tile[r * 16 + j] = acc && j < w ? C[r * ldc + j] : 0.0f;
+  }
+  kMicro2[mr](A, a_ms, a_ks, Bp, K, tile, 16, acc);
+  for (int64_t r = 0; r < mr; ++r) std::memcpy(C + r * ldc, tile + r * 16, sizeof(float) * w);
+}
+
+// Row blocks of at most mr rows, as even as possible (32 rows, mr 6 -> 6,6,5,5,5,5): a block of one
+// or two rows keeps too few FMA chains in flight to hide the FMA latency.
+int64_t row_blocks(int64_t rows, int64_t mr) { return (rows + mr - 1) / mr; }
+int64_t block_rows(int64_t rows, int64_t blocks, int64_t i) { return rows / blocks + (i < rows % blocks ? 1 : 0); }
+
+struct ARows {  // A's block starting at a given row: pointer and element strides (row, k)
+  const float* a;
+  int64_t ms, ks;
+};
+
+// C[0:rows, panel columns 0:w) (+)= A[0:rows, 0:kb] x Bp[0:kb, 0:32] (one K block of one panel), rows
+// in row_blocks of at most the micro-kernel's height; a_at(m) gives A's block starting at row m.
+template <class AAt>
+void panel_rows(int isa, int64_t rows, const AAt& a_at, const float* Bp, int64_t kb, float* C, int64_t ldc,
+                int64_t w, bool acc) {
+  if (isa == kAvx512) {
+    const __mmask16 m0 = lane_mask(w), m1 = lane_mask(w - 16);
+    const int64_t blocks = row_blocks(rows, kMR);
+    for (int64_t i = 0, m = 0; i < blocks; ++i) {
+      const int64_t mr = block_rows(rows, blocks, i);
+      const ARows a = a_at(m, mr);
+      kMicro[mr](a.a, a.ms, a.ks, Bp, kb, C + m * ldc, ldc, acc, m0, m1);
+      m += mr;
+    }
+    return;
+  }
+  const int64_t blocks = row_blocks(rows, kMR2);
+  for (int64_t half = 0; half < 2 && w > 16 * half; ++half) {
+    const int64_t wh = w - 16 * half;
+    for (int64_t i = 0, m = 0; i < blocks; ++i) {
+      const int64_t mr = block_rows(rows, blocks, i);
+      const ARows a = a_at(m, mr);
+      float* c = C + m * ldc + 16 * half;
+      if (wh >= 16) {
+        kMicro2[mr](a.a, a.ms, a.ks, Bp + 16 * half, kb, c, ldc, acc);
+      } else {
+        micro_avx2_tail(mr, a.a, a.ms, a.ks, Bp + 16 * half, kb, c, ldc, acc, wh);
+      }
+      m += mr;
+    }
+  }
+}
 #endif
 
 }  // namespace
@@ -162,33 +226,49 @@ void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_ms, int64_t
     return;
   }
   const float* Bp = packed_b.const_data_ptr<float>();
-  const int64_t chunks = (M + kMC - 1) / kMC, tasks = P * chunks;
+  const int64_t chunks = (M + kMC - 1) / kMC;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * K;
-  const int64_t grain = flops < kSerialFlops ? tasks : 1;
-  // tasks go panel-major, so a thread's consecutive tasks reuse its panels from its own cache
-  at::parallel_for(0, tasks, grain, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t p = t / chunks, m_lo = (t % chunks) * kMC, m_hi = std::min(M, m_lo + kMC);
-      const int64_t n0 = p * kPanel, w = N - n0;
-      const float* panel = Bp + p * K * kPanel;
+  const bool serial = flops < kSerialFlops;
+  if (a_ks == 1) {
+    // A's rows contiguous (the per-step GEMMs, x @ W): read in place. Tasks go panel-major, so a
+    // thread's consecutive tasks reuse its panels from its own cache.
+    const int64_t tasks = P * chunks;
+    at::parallel_for(0, tasks, serial ? tasks : 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t p = t / chunks, m_lo = (t % chunks) * kMC, m_hi = std::min(M, m_lo + kMC);
+        const float* panel = Bp + p * K * kPanel;
+        for (int64_t k0 = 0; k0 < K; k0 += kKB) {
+          const auto a_at = [&](int64_t m, int64_t) { return ARows{A + (m_lo + m) * a_ms + k0 * a_ks, a_ms, a_ks}; };
+          panel_rows(isa, m_hi - m_lo, a_at, panel + k0 * kPanel, std::min(kKB, K - k0), C + m_lo * ldc + p * kPanel,
+                     ldc, N - p * kPanel, accumulate || k0 > 0);
+        }
+      }
+    });
+    return;
+  }
+  // A read across rows (a transposed operand, as in the weight gradients dGᵀ @ x): each row chunk's
+  // K block is first packed k-major per row block (block rows contiguous for each k), then run
+  // against every panel. Read in place, each k would touch a new cache line a row stride away.
+  at::parallel_for(0, chunks, serial ? chunks : 1, [&](int64_t c0, int64_t c1) {
+    std::vector<float> buf(static_cast<size_t>(kMC * kKB));
+    const int64_t mr_max = isa == kAvx512 ? kMR : kMR2;
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t m_lo = c * kMC, rows = std::min(M, m_lo + kMC) - m_lo, blocks = row_blocks(rows, mr_max);
       for (int64_t k0 = 0; k0 < K; k0 += kKB) {
         const int64_t kb = std::min(kKB, K - k0);
-        const bool acc = accumulate || k0 > 0;
-        if (isa == kAvx512) {
-          const __mmask16 m0 = lane_mask(w), m1 = lane_mask(w - 16);
-          for (int64_t m = m_lo; m < m_hi; m += kMR) {
-            const int64_t mr = std::min(kMR, m_hi - m);
-            kMicro[mr](A + m * a_ms + k0 * a_ks, a_ms, a_ks, panel + k0 * kPanel, kb, C + m * ldc + n0,
-                       ldc, acc, m0, m1);
+        for (int64_t i = 0, m = 0; i < blocks; ++i) {  // block at row m: buf[m * kb + k * mr + r]
+          const int64_t mr = block_rows(rows, blocks, i);
+          float* dst = buf.data() + m * kb;
+          const float* src = A + (m_lo + m) * a_ms + k0 * a_ks;
+          for (int64_t k = 0; k < kb; ++k) {
+            for (int64_t r = 0; r < mr; ++r) dst[k * mr + r] = src[k * a_ks + r * a_ms];
           }
-        } else {
-          for (int64_t half = 0; half < 2 && w > 16 * half; ++half) {
-            for (int64_t m = m_lo; m < m_hi; m += kMR2) {
-              const int64_t mr = std::min(kMR2, m_hi - m);
-              kMicro2[mr](A + m * a_ms + k0 * a_ks, a_ms, a_ks, panel + k0 * kPanel + 16 * half, kb,
-                          C + m * ldc + n0 + 16 * half, ldc, acc, w - 16 * half);
-            }
-          }
+          m += mr;
+        }
+        const auto a_at = [&](int64_t m, int64_t mr) { return ARows{buf.data() + m * kb, 1, mr}; };
+        for (int64_t p = 0; p < P; ++p) {
+          panel_rows(isa, rows, a_at, Bp + (p * K + k0) * kPanel, kb, C + m_lo * ldc + p * kPanel, ldc,
+                     N - p * kPanel, accumulate || k0 > 0);
         }
       }
     }

@@ -5,19 +5,18 @@
 //
 // B is packed once into panels of kPanel = 32 columns, k-major inside a panel, zero-padded to a
 // whole panel:  packed[p][k][j] = B[k, 32p + j]  (p < ceil(N / 32), j < 32). One packing serves both
-// ISAs. The micro-kernel keeps a block of C in registers over a K block -- AVX-512: 8 rows x 32
-// columns (2 zmm a row, 16 accumulators of 32); AVX2: 6 rows x 16 columns (2 ymm a row, 12 of its
-// 16 registers), run on each half of a panel -- broadcasting one A element per row and k (A is read
-// through element strides, so strided views need no copy; a transposed A, read down its columns,
-// runs at about half the row-major rate), and writes the panel's tail columns with a mask.
+// ISAs. The micro-kernel keeps a block of C in registers over a K block, broadcasting one A element
+// per row and k (A is read through element strides, so strided views need no copy; a transposed A,
+// read down its columns, runs at about half the row-major rate):
+//   AVX-512: 8 rows x 32 columns (2 zmm a row, 16 accumulators of 32), tail columns masked;
+//   AVX2: up to 6 rows x 16 columns (2 ymm a row, 12 of its 16 registers) on each half of a panel,
+//   rows split evenly (32 -> 6,6,5,5,5,5), tail columns through a local tile.
 // Work is split over (panel, row chunk) pairs with at::parallel_for.
 //
 // Measured side by side on a Zen 5 CPU (bench/bench_highway_gemm.py, 1 and 2 threads): AVX-512 is
-// 1.2-1.7x oneDNN's matmul and 2.3-3x MKL's sgemm on the per-step shapes; on the large GEMMs over all
-// B·T rows oneDNN was as fast or faster, so the layer uses it only for the per-step ones. The AVX2
-// kernel lost to MKL's AVX2 sgemm (0.66-0.81x on the per-step shapes, oneDNN and MKL held to AVX2
-// on the same core): the layer does not use it; it is kept, tested, for measurements on real AVX2
-// CPUs (highway_lstm_mm "packed-avx2") and as the starting point of a faster one.
+// 1.2-1.7x oneDNN's matmul and 2.3-3x MKL's sgemm on the per-step shapes; AVX2 (oneDNN and MKL held
+// to AVX2 on the same core) is 1.2-1.5x MKL's AVX2 sgemm there. On the large GEMMs over all B·T rows
+// the libraries were as fast or faster, so the layer uses the kernels only for the per-step ones.
 #pragma once
 #include <ATen/core/Tensor.h>
 

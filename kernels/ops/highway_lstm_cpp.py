@@ -63,9 +63,9 @@ def gemm() -> str:
 
 
 def step_gemm() -> str:
-    """Where it runs the per-step fp32 GEMMs: "packed-avx512" (its own micro-kernel on a packed copy of W_h, with the
-    avx512 gate-math path; ``STACKFT_HL_PACKED=0`` turns it off) or "blas" (at::mm / the large-GEMM path; the avx2
-    and base paths, since the AVX2 micro-kernel measured slower than MKL's sgemm)."""
+    """Where it runs the per-step fp32 GEMMs: "packed-avx512" / "packed-avx2" (its own micro-kernel on a packed copy
+    of W_h, with the gate-math path of the same ISA; ``STACKFT_HL_PACKED=0`` turns it off) or "blas" (at::mm / the
+    large-GEMM path; the base path, or with the micro-kernels turned off)."""
     return _ops().highway_lstm_step_gemm()
 
 

@@ -150,39 +150,31 @@ def test_float32_with_onednn_off_uses_at_mm_and_matches():
     assert C.gemm() in ("onednn", "mm")
 
 
-@pytest.mark.parametrize("step_gemm", ["packed-avx512", "blas"])
-def test_float32_step_gemms_packed_and_blas_match_float64_reference(isa, step_gemm, monkeypatch):
-    """The per-step GEMMs run in the packed AVX-512 micro-kernel (csrc/packed_gemm.cpp) or in BLAS.
+@pytest.mark.parametrize("step_gemm", ["packed-avx512", "packed-avx2", "blas"])
+def test_float32_step_gemms_packed_and_blas_match_float64_reference(step_gemm, monkeypatch):
+    """The per-step GEMMs run in the packed AVX-512 or AVX2 micro-kernel (csrc/packed_gemm.cpp) or in BLAS.
 
-    Shapes that reach the micro-kernel's edges inside the layer: 5H = 300 columns forward (9 full 32-column
+    Shapes that reach the micro-kernels' edges inside the layer: 5H = 300 columns forward (9 full 32-column
     panels and a 12-column tail), H = 60 backward (a panel and a tail reaching into the second 16-lane half),
-    B = 10 rows (a block of 8 and one of 2), a backward sum over 5H = 300 (two K blocks of at most 256),
-    ragged lengths. (tests/kernels/test_packed_gemm.py tests the micro-kernel on its own.)
+    B = 10 rows (AVX-512: a block of 8 and one of 2; AVX2: two of 5), a backward sum over 5H = 300 (two K blocks
+    of at most 256), ragged lengths. (tests/kernels/test_packed_gemm.py tests the micro-kernels on their own.)
     """
-    if step_gemm == "packed-avx512":
-        if not _runnable("avx512"):
-            pytest.skip("this CPU has no AVX-512: the packed micro-kernel cannot run")
-        C.isa("avx512")
-        monkeypatch.delenv("STACKFT_HL_PACKED", raising=False)
-    else:
+    if step_gemm == "blas":
         monkeypatch.setenv("STACKFT_HL_PACKED", "0")
-    assert C.step_gemm() == step_gemm
-    g, seed = fresh()
-    a = _inputs(10, 23, 13, 60, g)
-    lengths = torch.randint(1, 24, (10,), generator=g)
-    lengths[0] = 23
-    for reverse in (False, True):
-        _compare(a, lengths, reverse, True, True, torch.float32, seed)
-
-
-def test_avx2_path_keeps_blas_step_gemms(monkeypatch):
-    """The AVX2 micro-kernel lost to MKL's AVX2 sgemm (bench/README.md): the avx2 gate-math path keeps BLAS."""
-    if not _runnable("avx2"):
-        pytest.skip("this CPU cannot run the avx2 path")
-    monkeypatch.delenv("STACKFT_HL_PACKED", raising=False)
-    C.isa("avx2")
+    else:
+        isa = step_gemm.removeprefix("packed-")
+        if not _runnable(isa):
+            pytest.skip(f"this CPU cannot run the {isa} path")
+        C.isa(isa)
+        monkeypatch.delenv("STACKFT_HL_PACKED", raising=False)
     try:
-        assert C.step_gemm() == "blas"
+        assert C.step_gemm() == step_gemm
+        g, seed = fresh()
+        a = _inputs(10, 23, 13, 60, g)
+        lengths = torch.randint(1, 24, (10,), generator=g)
+        lengths[0] = 23
+        for reverse in (False, True):
+            _compare(a, lengths, reverse, True, True, torch.float32, seed)
     finally:
         C.isa("auto")
 

@@ -1,11 +1,11 @@
 """The packed GEMM micro-kernels of the C++ highway-LSTM layer (``csrc/packed_gemm.cpp``).
 
 Reached through ``highway_lstm_cpp.mm(a, b, "packed-avx512" | "packed-avx2")`` and compared with the
-float64 product of the same fp32 inputs: sizes on both sides of every block edge (8-row AVX-512 and
-6-row AVX2 micro-blocks, 64-row chunks, 32-column panels and their 16-lane halves, the AVX2 kernel's
-8-lane quarters, 256-deep K blocks), operands that are transposed, sliced or strided views, an empty
-sum, and the oneDNN / at::mm paths on the same inputs. Each ISA is skipped where the CPU cannot run
-it; the module without the extension.
+float64 product of the same fp32 inputs: sizes on both sides of every block edge (row blocks of at most
+8 (AVX-512) or 6 (AVX2) rows, split evenly; 64-row chunks; 32-column panels, their 16-lane halves and
+the AVX2 kernel's 8-lane quarters; 256-deep K blocks), operands that are transposed (A is then packed
+first), sliced or strided views, an empty sum, and the oneDNN / at::mm paths on the same inputs. Each
+ISA is skipped where the CPU cannot run it; the module without the extension.
 """
 
 from __future__ import annotations
@@ -50,6 +50,20 @@ def _check(a, b, seed, backend="packed", repeat=1):
 def test_packed_matches_float64_product(backend, M, N, K):
     g, seed = fresh()
     _check(torch.randn(M, K, generator=g), torch.randn(K, N, generator=g), seed, backend)
+
+
+@pytest.mark.parametrize("backend", PACKED)
+@pytest.mark.parametrize("M", [2, 7, 65, 130])
+@pytest.mark.parametrize("N", [9, 33, 100])
+@pytest.mark.parametrize("K", [5, 300])
+def test_transposed_a_is_packed_and_matches_float64_product(backend, M, N, K):
+    """A read across rows (a transposed view, as the layer's weight gradients dGᵀ @ x): the kernel packs each
+    64-row chunk's K block first. M over several chunks and uneven row blocks, K over two 256-deep blocks."""
+    g, seed = fresh()
+    a = torch.randn(K, M, generator=g).t()
+    assert a.stride(1) != 1
+    _check(a, torch.randn(K, N, generator=g), seed, backend)
+    _check(a, torch.randn(K, N, generator=g), seed, backend, repeat=2)
 
 
 @pytest.mark.parametrize("backend", PACKED)
