@@ -35,6 +35,7 @@ CACHE_DTYPES = ("fp32", "fp16", "bf16", "int8")  # cache.format.DTYPES
 CACHE_PLACEMENTS = ("auto", "device", "pinned", "mmap")  # cache.source.PLACEMENTS
 PRECISIONS = ("auto", "fp32", "bf16")  # training.trainer.resolve_precision
 HANDOFFS = ("rule", "search")  # studies.handoff
+HANDOFF_CHOICES = ("best", "se")  # studies.handoff.choose_probe
 HEAD_REVISIONS = (1, 2, 3)  # modeling.heads: 1 .. HEAD_DEFAULTS (revisions of the heads' default options)
 #: what TrainConfig.validate accepts without importing the modules that own them (tests keep them in step)
 TASK_NAMES = ("ner", "classification", "pairs")  # tasks.TASKS
@@ -158,6 +159,12 @@ class TrainConfig:
     handoff_candidates: int = _field(3, group=_PHASES, help="handoff search: phase-1 checkpoints to probe from")
     handoff_probe: float = _field(
         0.1, group=_PHASES, help="handoff search: fraction of phase 2's optimizer steps each probe runs")
+    handoff_choice: str = _field(
+        "best", group=_PHASES, choices=HANDOFF_CHOICES,
+        help="handoff search: which probe continues: best (the best by dev) or se (the stop rule's candidate "
+             "unless another probe beats it by more than --handoff-z standard errors of the difference)")
+    handoff_z: float = _field(
+        1.0, group=_PHASES, help="handoff search, --handoff-choice se: standard errors a probe must win by")
     patience: int = _field(
         3, group=_PHASES, help="gap, gap_se and val_plateau rules: stop after this many evaluations without dev improvement")
     evals_per_epoch: int = _field(
@@ -326,7 +333,7 @@ _INT_AT_LEAST = {
 _FLOAT_RANGE = {
     "phase1_lr": (0, None, True, True), "phase2_lr": (0, None, True, True), "phase2_head_lr": (0, None, True, True),
     "phase2_head_lr_scale": (0, None, False, True), "pet_lr": (0, None, True, True), "weight_decay": (0, None, True, True), "clip": (0, None, True, True),
-    "gap_tol": (0, None, True, True), "gap_z": (0, None, False, True), "layer_decay": (0, None, False, True),
+    "gap_tol": (0, None, True, True), "gap_z": (0, None, False, True), "handoff_z": (0, None, True, True), "layer_decay": (0, None, False, True),
     "dropout": (0, 1, True, False), "warmup": (0, 1, True, True), "handoff_probe": (0, 1, False, False),
 }
 _WHAT = {"strategy": "strategy", "stop_mode": "stop mode", "optimizer": "optimizer", "schedule": "schedule",

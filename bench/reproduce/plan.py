@@ -79,6 +79,9 @@ NOISE_AWARE = dict(stop_mode="gap_se")
 # so a cell without it would run gap_se (snf-highway-lstm-gap-headlr did, before this was added)
 OLD_RULE = dict(stop_mode="gap")
 SEARCH = dict(candidates=3, probe_fraction=0.1)
+# the noise-aware choice: the stop rule's candidate continues unless a probe beats it by more than one
+# standard error of the difference (SEARCH's "best" followed probe differences under one SE on Yahoo)
+SEARCH_SE = dict(SEARCH, choice="se", z=1.0)
 # finetune-only given twice the epochs: the equal-compute baseline for a stack-and-finetune run that
 # costs more wall time than finetune-only (its phase 1, a heavier head in phase 2)
 TWICE = dict(phase2_epochs=2 * BASE["mid"]["phase2_epochs"])
@@ -150,6 +153,8 @@ def mid_cells(key: str, heads) -> tuple:
                  overrides={**OLD_RULE, **HEAD_LR}),
             Cell("search-highway-lstm-headlr", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
                  overrides={**NOISE_AWARE, **HEAD_LR}, handoff=SEARCH),
+            Cell("search-se-highway-lstm-headlr", "stack-and-finetune", "highway-lstm", heads("highway-lstm"),
+                 overrides={**NOISE_AWARE, **HEAD_LR}, handoff=SEARCH_SE),
             Cell("snf-densenet-gapse-headlr", "stack-and-finetune", "densenet", heads("densenet"),
                  overrides={**NOISE_AWARE, **HEAD_LR}),
             Cell("snf-fc-gapse-headlr", "stack-and-finetune", "fc", overrides={**NOISE_AWARE, **HEAD_LR}),

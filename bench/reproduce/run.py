@@ -147,7 +147,8 @@ def run_handoff(cfg, options: dict, init_seed: int, data_seed: int, run_dir: Pat
     summary["compute"] = report["total"]
     summary["handoff"] = {"candidates": report["candidates"], "chosen": report["chosen"],
                           "probe_steps": report["probe_steps"],
-                          "probe_scores": {k: v["score"] for k, v in report["probes"].items()}}
+                          "probe_scores": {k: v["score"] for k, v in report["probes"].items()},
+                          "decision": report.get("decision")}
     run = RunDir(run_dir)
     shutil.copyfile(final.metrics, run.metrics)
     p1_end = final.phase_end("phase1")

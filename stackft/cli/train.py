@@ -60,8 +60,8 @@ def cmd_train(args) -> int:
         from stackft.studies.handoff import search_handoff
 
         report = search_handoff(cfg, out_dir=cfg.output_dir, candidates=cfg.handoff_candidates,
-                                probe_fraction=cfg.handoff_probe)
-        print(json.dumps({k: report[k] for k in ("candidates", "probes", "chosen", "final_run", "total")},
+                                probe_fraction=cfg.handoff_probe, choice=cfg.handoff_choice, z=cfg.handoff_z)
+        print(json.dumps({k: report[k] for k in ("candidates", "probes", "decision", "chosen", "final_run", "total")},
                          indent=2, default=str))
         return 0
     from stackft.training.trainer import Trainer

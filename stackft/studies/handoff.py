@@ -9,7 +9,12 @@ it from phase-1 scores; the search measures it, cheaply:
    trajectory). From each, phase 2 runs for ``probe_fraction`` of its steps (a *probe*: the same
    schedule, data order and RNG state as the full phase 2, so probes differ only in the head they
    start from) and is scored on dev.
-3. The best probe by dev continues to the end of phase 2 (its probe steps are not repeated).
+3. One probe continues to the end of phase 2 (its probe steps are not repeated), chosen by
+   :func:`choose_probe`: ``choice="best"`` takes the best by dev; ``choice="se"`` keeps the stop
+   rule's candidate unless another probe beats it by more than ``z`` standard errors of the
+   difference of the two dev scores. Probes are short and dev sets small, so their scores are
+   noisy: on 400 dev examples one standard error of an accuracy near 0.92 is 1.4 points, about
+   what separated the probes of a Yahoo run (docs/methods.md 3.2), and ``best`` then follows noise.
 
 Every decision is written to ``OUT/handoff.json``; calling :func:`search_handoff` again with the
 same arguments resumes where it stopped. The compute of every part is recorded (wall time,
@@ -19,7 +24,7 @@ its total cost is phase 1 + (K - 1) x probe + one full phase 2.
 
 Layout::
 
-    OUT/handoff.json          candidates, probe scores, the choice, compute per part
+    OUT/handoff.json          candidates, probe scores, the decision and why, compute per part
     OUT/phase1/               the phase-1 run (paused after phase 1), candidates/step-N/ checkpoints
     OUT/probe-step-N/         phase 2 from candidate N (the chosen one runs to the end: its best/)
 """
@@ -27,6 +32,7 @@ Layout::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import shutil
 import time
@@ -37,6 +43,8 @@ from stackft.run_dir import LAST_DIR, STATE_FILE, RunDir, read_json, write_json
 from stackft.training.callbacks import TrainerCallback
 
 HANDOFF_FILE = "handoff.json"
+CHOICES = ("best", "se")
+log = logging.getLogger(__name__)
 
 
 class CandidateKeeper(TrainerCallback):
@@ -78,13 +86,63 @@ def pick_candidates(evals: list[dict], k: int, chosen_step: int | None) -> list[
     return sorted(picked)
 
 
+def choose_probe(probes: dict, candidates: list[int], rule_step: int | None, choice: str = "best",
+                 z: float = 1.0) -> tuple[int, dict]:
+    """The candidate whose probe continues, and the decision with its numbers.
+
+    ``probes``: ``{str(step): {"score": float, "dev": {metric + "_se": float, ...}, "metric": str}}``
+    for every step in ``candidates``; ``rule_step``: the stop rule's choice.
+
+    * ``"best"``: the highest probe score (ties: the later step).
+    * ``"se"``: the rule's candidate, unless another probe scores above it by more than ``z`` x
+      sqrt(se_a² + se_b²) (the standard error of the difference of two independent scores; the
+      probes share one dev set, so this is conservative). Of the probes that clear it, the best.
+      Where the rule's candidate is not among ``candidates`` or a standard error is missing, this
+      falls back to ``"best"`` and says why.
+    """
+    if choice not in CHOICES:
+        raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+    missing = [s for s in candidates if str(s) not in probes]
+    if missing:
+        raise ValueError(f"no probe result for candidate step(s) {missing}")
+    score = {s: probes[str(s)]["score"] for s in candidates}
+    best = max(candidates, key=lambda s: (score[s], s))
+    decision = {"mode": choice, "z": z, "rule_step": rule_step, "scores": {str(s): score[s] for s in candidates}}
+    if choice == "best":
+        return best, {**decision, "chosen": best, "why": f"the best probe by dev ({score[best]:.4f})"}
+    se = {s: probes[str(s)]["dev"].get(f"{probes[str(s)]['metric']}_se") for s in candidates}
+    if rule_step not in score or any(v is None for v in se.values()):
+        why = ("the stop rule's candidate was not probed" if rule_step not in score
+               else "a probe score has no standard error")
+        return best, {**decision, "chosen": best, "why": f"{why}: the best probe by dev ({score[best]:.4f})"}
+    margins, winners = {}, []
+    for s in candidates:
+        if s == rule_step:
+            continue
+        diff, se_diff = score[s] - score[rule_step], math.hypot(se[s], se[rule_step])
+        margins[str(s)] = {"diff": diff, "se_diff": se_diff, "beats": diff > z * se_diff}
+        if diff > z * se_diff:
+            winners.append(s)
+    decision["margins"] = margins
+    if not winners:
+        return rule_step, {**decision, "chosen": rule_step,
+                           "why": f"no probe beat the stop rule's candidate (step {rule_step}, {score[rule_step]:.4f}) "
+                                  f"by more than {z:g} standard error(s) of the difference"}
+    chosen = max(winners, key=lambda s: (score[s], s))
+    m = margins[str(chosen)]
+    return chosen, {**decision, "chosen": chosen,
+                    "why": f"step {chosen} beat the stop rule's candidate (step {rule_step}) by {m['diff']:.4f} > "
+                           f"{z:g} x {m['se_diff']:.4f}"}
+
+
 def search_handoff(cfg: TrainConfig, *, out_dir, candidates: int = 3, probe_fraction: float = 0.1,
-                   encoder=None, data=None, callbacks=()) -> dict:
+                   choice: str = "best", z: float = 1.0, encoder=None, data=None, callbacks=()) -> dict:
     """Run stack-and-finetune (or lp-ft) with a searched handoff; returns the handoff report.
 
     ``cfg``: a two-phase strategy whose phase 1 freezes the encoder (stack-and-finetune, lp-ft);
     its ``output_dir`` is ignored (runs go under ``out_dir``). ``candidates``: K >= 1 handoff
-    points to probe; ``probe_fraction``: the share of phase 2's optimizer steps each probe runs.
+    points to probe; ``probe_fraction``: the share of phase 2's optimizer steps each probe runs;
+    ``choice``, ``z``: how the probe that continues is chosen (:func:`choose_probe`).
     The final model is ``report["final_run"]/best``.
     """
     from stackft.modeling.encoders import load_encoder
@@ -99,14 +157,20 @@ def search_handoff(cfg: TrainConfig, *, out_dir, candidates: int = 3, probe_frac
         raise ValueError(f"candidates must be >= 1, got {candidates}")
     if not 0.0 < probe_fraction < 1.0:
         raise ValueError(f"probe_fraction must be in (0, 1), got {probe_fraction}")
+    if choice not in CHOICES:
+        raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+    if not z >= 0:
+        raise ValueError(f"z must be >= 0, got {z}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / HANDOFF_FILE
-    report = read_json(report_path) or {"candidates_k": candidates, "probe_fraction": probe_fraction,
-                                        "parts": {}, "probes": {}}
-    if (report["candidates_k"], report["probe_fraction"]) != (candidates, probe_fraction):
-        raise ValueError(f"{report_path} was written with candidates={report['candidates_k']}, probe_fraction="
-                         f"{report['probe_fraction']}; use another out_dir for other settings")
+    settings = {"candidates_k": candidates, "probe_fraction": probe_fraction, "choice": choice, "z": z}
+    report = read_json(report_path) or {**settings, "parts": {}, "probes": {}}
+    # reports written before the choice was an option chose the best probe
+    written = {**{"choice": "best", "z": 1.0}, **{k: report[k] for k in settings if k in report}}
+    if written != settings:
+        raise ValueError(f"{report_path} was written with " + ", ".join(f"{k}={v}" for k, v in written.items())
+                         + "; use another out_dir for other settings")
     # the sub-runs follow the stop rule; the search is this function
     base = dataclasses.replace(cfg, stop_after_phase=None, max_steps_this_run=None, handoff="rule")
 
@@ -166,10 +230,12 @@ def search_handoff(cfg: TrainConfig, *, out_dir, candidates: int = 3, probe_frac
                                  "phase1_global_step": p1_global, "status": result["status"]}
         write_json(report_path, report)
 
-    # 3. the best probe continues to the end of phase 2
-    best_step = max(report["candidates"], key=lambda s: (report["probes"][str(s)]["score"], s))
-    report["chosen"] = best_step
-    final_dir = Path(report["probes"][str(best_step)]["run"])
+    # 3. the chosen probe continues to the end of phase 2
+    chosen, report["decision"] = choose_probe(report["probes"], report["candidates"],
+                                              report["phase1"]["stop_rule_choice"], choice, z)
+    log.info("handoff search: phase 2 continues from phase-1 step %d: %s", chosen, report["decision"]["why"])
+    report["chosen"] = chosen
+    final_dir = Path(report["probes"][str(chosen)]["run"])
     report["final_run"] = str(final_dir)
     write_json(report_path, report)
     if not RunDir(final_dir).is_finished():

@@ -118,7 +118,8 @@ def _unused(strategy: str, phases: list[Phase]) -> dict[str, str]:
     if strategy not in ("stack-and-finetune", "lp-ft"):
         out["handoff"] = "only stack-and-finetune and lp-ft hand a frozen phase 1 over to phase 2"
     if strategy not in ("stack-and-finetune", "lp-ft"):
-        out.update(dict.fromkeys(("handoff_candidates", "handoff_probe"), "it has no handoff to search"))
+        out.update(dict.fromkeys(("handoff_candidates", "handoff_probe", "handoff_choice", "handoff_z"),
+                                "it has no handoff to search"))
     if not modes & {"gap", "gap_se", "val_plateau"}:
         out.setdefault("patience", "no phase can stop early: every stop rule is 'fixed'")
     if not any(not p.train_encoder and not p.pet for p in phases):

@@ -10,8 +10,8 @@ from stackft import config
 from stackft.config import TrainConfig
 
 CHOICE_TUPLES = ("STRATEGIES", "PAIR_MODES", "ON_ERROR", "STOP_MODES", "PET_METHODS", "OPTIMIZERS", "SCHEDULES",
-                 "CLIP_MODES", "CACHE_DTYPES", "CACHE_PLACEMENTS", "PRECISIONS", "HANDOFFS", "REPORT_TO",
-                 "HEAD_REVISIONS")
+                 "CLIP_MODES", "CACHE_DTYPES", "CACHE_PLACEMENTS", "PRECISIONS", "HANDOFFS", "HANDOFF_CHOICES",
+                 "REPORT_TO", "HEAD_REVISIONS")
 
 
 def test_owning_modules_define_the_same_values():
@@ -21,6 +21,7 @@ def test_owning_modules_define_the_same_values():
     from stackft.data.errors import ON_ERROR
     from stackft.modeling.heads import HEAD_DEFAULTS
     from stackft.modeling.pet import METHODS
+    from stackft.studies.handoff import CHOICES
     from stackft.training import strategies
     from stackft.training.optim import SCHEDULES
     from stackft.training.stopper import MODES
@@ -33,6 +34,7 @@ def test_owning_modules_define_the_same_values():
     assert config.CACHE_DTYPES == tuple(DTYPES)
     assert config.ON_ERROR == ON_ERROR
     assert config.PET_METHODS == METHODS
+    assert config.HANDOFF_CHOICES == CHOICES
     assert tuple(f"pairs-{m}" for m in config.PAIR_MODES) == tuple(k for k in KINDS if k.startswith("pairs-"))
 
 

@@ -1,4 +1,4 @@
-"""Handoff search (stackft.studies.handoff): candidates along phase 1, probes, the best continues."""
+"""Handoff search (stackft.studies.handoff): candidates along phase 1, probes, the chosen one continues."""
 
 from __future__ import annotations
 
@@ -75,6 +75,68 @@ def test_search_picks_the_constructed_best_candidate(encoder_and_data, tmp_path,
     assert report["candidates"] == [3, 12] and report["chosen"] == 3
 
 
+def _probes(**scores_and_ses):
+    """{"28": (0.92, 0.013), ...} -> the probes dict search_handoff keeps."""
+    return {k.removeprefix("s"): {"score": v, "dev": {"accuracy": v, "accuracy_se": se}, "metric": "accuracy"}
+            for k, (v, se) in scores_and_ses.items()}
+
+
+def test_choose_probe_se_keeps_the_rule_within_noise_and_switches_on_a_clear_win():
+    # a Yahoo run's probes (n = 400): 28 ahead of the rule's 141 by 1.25 points, under one SE of the difference
+    probes = _probes(s28=(0.9225, 0.0134), s85=(0.92, 0.0136), s141=(0.91, 0.0143))
+    assert H.choose_probe(probes, [28, 85, 141], 141, "best")[0] == 28
+    step, d = H.choose_probe(probes, [28, 85, 141], 141, "se", z=1.0)
+    assert step == 141 and d["chosen"] == 141 and "no probe beat" in d["why"]
+    assert d["margins"]["28"]["diff"] == pytest.approx(0.0125)
+    assert d["margins"]["28"]["se_diff"] == pytest.approx((0.0134 ** 2 + 0.0143 ** 2) ** 0.5)
+    assert not d["margins"]["28"]["beats"]
+    # z = 0: any gain counts, so se reduces to the best of those above the rule
+    assert H.choose_probe(probes, [28, 85, 141], 141, "se", z=0.0)[0] == 28
+    # a clear win (a probe 11 points up, a real difference): taken; of two clear winners, the better
+    clear = _probes(s28=(0.7975, 0.0201), s56=(0.9075, 0.0145), s85=(0.8925, 0.0155))
+    step, d = H.choose_probe(clear, [28, 56, 85], 28, "se")
+    assert step == 56 and d["margins"]["56"]["beats"] and d["margins"]["85"]["beats"] and "beat" in d["why"]
+    # a candidate below the rule never wins
+    assert H.choose_probe(clear, [28, 56, 85], 56, "se")[0] == 56
+
+
+def test_choose_probe_falls_back_to_best_and_says_why():
+    probes = _probes(s3=(0.5, None), s6=(0.9, 0.01))
+    step, d = H.choose_probe(probes, [3, 6], 3, "se")
+    assert step == 6 and "no standard error" in d["why"]
+    step, d = H.choose_probe(_probes(s3=(0.5, 0.01), s6=(0.9, 0.01)), [3, 6], 9, "se")
+    assert step == 6 and "not probed" in d["why"]
+    with pytest.raises(ValueError, match="choice"):
+        H.choose_probe(probes, [3, 6], 3, "median")
+    with pytest.raises(ValueError, match="no probe result"):
+        H.choose_probe(probes, [3, 6, 9], 3, "best")
+
+
+def test_search_with_se_choice_continues_a_clearly_better_probe_and_refuses_other_settings_on_resume(
+        encoder_and_data, tmp_path, monkeypatch):
+    enc, data = encoder_and_data
+    from stackft.training.trainer import Trainer
+
+    real = Trainer.evaluate
+
+    def rigged(self, split="dev", **kw):  # probe-step-3 far above the fixed rule's candidate (12)
+        out = real(self, split, **kw)
+        if self.pos.phase == 1 and "probe-step-3" in str(self.out):
+            out = {**out, "accuracy": 2.0}
+        return out
+
+    monkeypatch.setattr(Trainer, "evaluate", rigged)
+    cfg = TrainConfig(output_dir="unused", **BASE)
+    report = H.search_handoff(cfg, out_dir=tmp_path / "r", candidates=2, probe_fraction=0.25, choice="se",
+                              encoder=enc, data=data)
+    assert report["candidates"] == [3, 12] and report["chosen"] == 3
+    d = report["decision"]
+    assert d["mode"] == "se" and d["rule_step"] == 12 and d["margins"]["3"]["beats"]
+    with pytest.raises(ValueError, match="choice=se"):
+        H.search_handoff(cfg, out_dir=tmp_path / "r", candidates=2, probe_fraction=0.25, choice="best",
+                         encoder=enc, data=data)
+
+
 def test_search_refuses_strategies_without_a_frozen_phase_1(tmp_path):
     for strategy in ("finetune-only", "eh-ft", "stack-only"):
         with pytest.raises(ValueError, match="frozen phase 1"):
@@ -87,15 +149,17 @@ def test_stackft_train_handoff_search_runs_the_search(encoder_and_data, tmp_path
 
     seen = {}
 
-    def fake_search(cfg, *, out_dir, candidates, probe_fraction):
-        seen.update(cfg=cfg, out_dir=out_dir, candidates=candidates, probe_fraction=probe_fraction)
-        return {"candidates": [3], "probes": {}, "chosen": 3, "final_run": "x", "total": {}}
+    def fake_search(cfg, *, out_dir, candidates, probe_fraction, choice, z):
+        seen.update(cfg=cfg, out_dir=out_dir, candidates=candidates, probe_fraction=probe_fraction, choice=choice, z=z)
+        return {"candidates": [3], "probes": {}, "decision": {}, "chosen": 3, "final_run": "x", "total": {}}
 
     monkeypatch.setattr(H, "search_handoff", fake_search)
     train = write_keyword_csv(tmp_path / "t.csv", 8, seed=0)
     assert main(["train", "--task", "classification", "--train-path", train, "--handoff", "search",
-                 "--handoff-candidates", "4", "--handoff-probe", "0.2", "--output-dir", str(tmp_path / "o")]) == 0
+                 "--handoff-candidates", "4", "--handoff-probe", "0.2", "--handoff-choice", "se", "--handoff-z", "2",
+                 "--output-dir", str(tmp_path / "o")]) == 0
     assert seen["candidates"] == 4 and seen["probe_fraction"] == 0.2 and seen["out_dir"] == str(tmp_path / "o")
+    assert seen["choice"] == "se" and seen["z"] == 2.0
     assert seen["cfg"].handoff == "search"
 
 
