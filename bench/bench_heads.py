@@ -17,7 +17,9 @@ rounds) so the rows of one thread count share the machine's load and their ratio
   batch's width, then the same head's forward+backward. Pair heads read the siamese layout
   (sequence 2i = side a, 2i+1 = side b; the trainer's default ``pair_mode`` for pair heads), so the
   features have the exact shapes of ``head_ms``'s. ``cached_over_head`` = ``cached_ms / ms``
-  (target ≤ 1.15, ``cached_pass``): what is left above 1 is the cache's overhead;
+  (target ≤ 1.15, ``cached_pass``): what is left above 1 is the cache's overhead; ``read_us``: the
+  feature source's call alone (the cache read), and ``read_over_head`` = 1 + read / head, the same
+  overhead measured directly (for sub-millisecond heads the difference of two step times is noise);
 * ``highway-lstm [torch]``: the same head on the reference's per-step loop (today's CPU path
   before the C++ layer), against ``highway-lstm`` (``backend="auto"``: the C++ layer on CPU);
 * ``nn.LSTM 2x bi 256``: ``nn.LSTM(d, 256, num_layers=2, bidirectional=True)``, the highway
@@ -243,6 +245,9 @@ def build_rows(cfg: dict, dev, *, reference_highway: bool = True, heads=None, ca
             # single-sequence and siamese feature dicts
             it = itertools.cycle(batches)
             row.cached_fn = _grad_step(head, lambda h=head, s=source, it=it: h(s(next(it), "train")))
+            # the cache read alone: for sub-millisecond heads the difference of two noisy step times
+            # says less about the cache's overhead than timing the read itself
+            row.read_fn = lambda s=source, it=itertools.cycle(batches): s(next(it), "train")
         if name == "highway-lstm":
             row.flop_fn = _with_backend(step, "torch")  # FlopCounterMode cannot see inside the C++ op
             row.note += f", backend auto ({K._backend.resolve('auto', 'highway_lstm', frozen['hidden'])})"
@@ -350,6 +355,7 @@ def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, h
         load0 = os.getloadavg()
         entries = [(r.name, r.fn) for r in rows] + [(r.name + " [dx]", r.dx_fn) for r in rows if hasattr(r, "dx_fn")]
         entries += [(r.name + " [cached]", r.cached_fn) for r in rows if hasattr(r, "cached_fn")]
+        entries += [(r.name + " [read]", r.read_fn) for r in rows if hasattr(r, "read_fn")]
         times, cpu_times = U.time_round_robin(entries, cfg["rounds"], cfg["warmup"], dev, burst_ms=BURST_MS)
         load1 = os.getloadavg()
         med = {k: statistics.median(v) for k, v in times.items()}
@@ -373,6 +379,9 @@ def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, h
                 e.update(cached_ms=c, cached_low_ms=min(times[key]), cached_cpu_ms=cpu_med[key],
                          cached_over_head=c / med[row.name], cached_over_head_cpu=cpu_med[key] / cpu_med[row.name],
                          cached_pass=c / med[row.name] <= CACHED_TARGET)
+            if hasattr(row, "read_fn"):
+                r_ms = med[row.name + " [read]"]
+                e.update(read_us=r_ms * 1e3, read_over_head=1 + r_ms / med[row.name])
             table.append(e)
         L = cfg["lstm"]
         pairs = {"highway head: torch / auto (speed-up)": ("highway-lstm [torch]", "highway-lstm"),
@@ -388,7 +397,8 @@ def run_device(cfg: dict, dev, threads: list[int], *, reference_highway: bool, h
 
 
 def _md(block: dict) -> str:
-    cols = ["name", "ms", "cpu_ms", "dx_ms", "cached_ms", "cached_over_head", "cached_pass", "us_per_token",
+    cols = ["name", "ms", "cpu_ms", "dx_ms", "cached_ms", "cached_over_head", "cached_pass", "read_us",
+            "read_over_head", "us_per_token",
             "vs_encoder", "phase2_step_est", "gflop_fwd_bwd", "params"]
     verdict = {True: f"pass (≤ {CACHED_TARGET})", False: f"fail (> {CACHED_TARGET})"}
     return U.table([{**r, "cached_pass": verdict.get(r.get("cached_pass"))} for r in block["rows"]], cols)

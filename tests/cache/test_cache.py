@@ -350,7 +350,12 @@ def test_compact_batch_is_the_same_batch(tmp_path, gen, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gather_first_is_the_first_position_of_gather(tmp_path, gen, dtype):
+@pytest.mark.parametrize("table", [True, False], ids=["kept-first-rows", "converted-per-call"])
+def test_gather_first_is_the_first_position_of_gather(tmp_path, gen, dtype, table, monkeypatch):
+    """Both ways gather_first reads: the first rows converted once and kept (a cache under
+    FIRST_TABLE_MAX_BYTES), and the batch's rows converted on each call (a larger one)."""
+    if not table:
+        monkeypatch.setattr(FeatureCache, "FIRST_TABLE_MAX_BYTES", 0)
     seqs = random_seqs(gen)
     seqs[3] = seqs[3][:0]  # an empty sequence: zeros, mask False
     cache = FeatureCache.from_tensors(seqs, dtype=dtype, path=tmp_path / "c")
@@ -370,6 +375,7 @@ def test_gather_first_is_the_first_position_of_gather(tmp_path, gen, dtype):
     idx = torch.tensor([1, 0, 1, len(full_seqs) - 1])
     hidden, mask = cache.gather_first(idx)
     assert torch.equal(hidden, cache.gather(idx)[0][:, :1]) and bool(mask.all())
+    assert (cache.__dict__.get("_first_table_") is not None) == table
 
 
 @pytest.mark.cuda
