@@ -5,8 +5,8 @@ recurrent gates) runs six GEMMs; each is timed here on the paths the extension c
 through ``stackft.kernels.ops.highway_lstm_cpp.mm``:
 
 * ``packed-avx512`` / ``packed-avx2``: the extension's micro-kernels on a packed copy of B
-  (``csrc/packed_gemm.cpp``; the layer runs the AVX-512 one with its avx512 gate-math path, and
-  BLAS otherwise: the AVX2 one measured slower than MKL's AVX2 sgemm, bench/README.md);
+  (``csrc/packed_gemm.cpp``; the layer runs each with the gate-math path of the same ISA, and BLAS
+  on the base path, bench/README.md);
 * ``onednn``: oneDNN's matmul (``at::native::mkldnn_matmul``), what the large GEMMs used before;
 * ``mm``: ``at::mm`` (MKL's or OpenBLAS's sgemm), what the per-step GEMMs and dW_h used before;
 
