@@ -132,6 +132,7 @@ void micro_avx2_tail(int64_t mr, const float* A, int64_t a_ms, int64_t a_ks, con
 // Row blocks of at most mr rows, as even as possible (32 rows, mr 6 -> 6,6,5,5,5,5): a block of one
 // or two rows keeps too few FMA chains in flight to hide the FMA latency.
 int64_t row_blocks(int64_t rows, int64_t mr) { return (rows + mr - 1) / mr; }
+int64_t micro_rows(int isa) { return isa == kAvx512 ? kMR : kMR2; }  // the micro-kernel's height
 int64_t block_rows(int64_t rows, int64_t blocks, int64_t i) { return rows / blocks + (i < rows % blocks ? 1 : 0); }
 
 struct ARows {  // A's block starting at a given row: pointer and element strides (row, k)
@@ -146,7 +147,7 @@ void panel_rows(int isa, int64_t rows, const AAt& a_at, const float* Bp, int64_t
                 int64_t w, bool acc) {
   if (isa == kAvx512) {
     const __mmask16 m0 = lane_mask(w), m1 = lane_mask(w - 16);
-    const int64_t blocks = row_blocks(rows, kMR);
+    const int64_t blocks = row_blocks(rows, micro_rows(isa));
     for (int64_t i = 0, m = 0; i < blocks; ++i) {
       const int64_t mr = block_rows(rows, blocks, i);
       const ARows a = a_at(m, mr);
@@ -155,7 +156,7 @@ void panel_rows(int isa, int64_t rows, const AAt& a_at, const float* Bp, int64_t
     }
     return;
   }
-  const int64_t blocks = row_blocks(rows, kMR2);
+  const int64_t blocks = row_blocks(rows, micro_rows(isa));
   for (int64_t half = 0; half < 2 && w > 16 * half; ++half) {
     const int64_t wh = w - 16 * half;
     for (int64_t i = 0, m = 0; i < blocks; ++i) {
@@ -251,9 +252,9 @@ void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_ms, int64_t
   // against every panel. Read in place, each k would touch a new cache line a row stride away.
   at::parallel_for(0, chunks, serial ? chunks : 1, [&](int64_t c0, int64_t c1) {
     std::vector<float> buf(static_cast<size_t>(kMC * kKB));
-    const int64_t mr_max = isa == kAvx512 ? kMR : kMR2;
     for (int64_t c = c0; c < c1; ++c) {
-      const int64_t m_lo = c * kMC, rows = std::min(M, m_lo + kMC) - m_lo, blocks = row_blocks(rows, mr_max);
+      // the same row blocks as panel_rows makes, so a_at(m) below finds block m where it was packed
+      const int64_t m_lo = c * kMC, rows = std::min(M, m_lo + kMC) - m_lo, blocks = row_blocks(rows, micro_rows(isa));
       for (int64_t k0 = 0; k0 < K; k0 += kKB) {
         const int64_t kb = std::min(kKB, K - k0);
         for (int64_t i = 0, m = 0; i < blocks; ++i) {  // block at row m: buf[m * kb + k * mr + r]

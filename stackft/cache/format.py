@@ -637,16 +637,24 @@ class FeatureCache:
             n, rows_total = len(self), self.values.shape[0]
             if 0 < rows_total and n * self.values.shape[1] * 4 <= self.FIRST_TABLE_MAX_BYTES:
                 has, all_have, starts = self._nonempty()
-                rows = starts.clamp(max=rows_total - 1).to(self.values.device)
-                x = self.values.index_select(0, rows).float()
-                if self.scales is not None:
-                    x = x * self.scales.index_select(0, rows).float().unsqueeze(1)
-                if not all_have:
-                    has = has.to(x.device)
-                    x = x * has.unsqueeze(1)
-                table = (x.unsqueeze(1).contiguous(), None if all_have else has)  # [n, 1, dim]: no unsqueeze per call
+                here = self.values.device
+                has = None if all_have else has.to(here)
+                x = self._first_rows(starts, has, here).float()
+                table = (x.contiguous(), has)  # [n, 1, dim]: no unsqueeze per call
             self.__dict__["_first_table_"] = table
         return table
+
+    def _first_rows(self, starts: Tensor, has: Tensor | None, dev) -> Tensor:
+        """The rows at ``starts`` as features ``[B, 1, dim]`` on ``dev``, converted as gather_pad converts:
+        times the token's scale in float32 (int8; other storage dtypes stay as stored, rounded once by the
+        caller's cast), zeros where ``has`` ([B] bool on ``dev``, None: all) is False."""
+        rows = (starts if has is None else starts.clamp(max=max(self.values.shape[0] - 1, 0))).to(self.values.device)
+        x = self.values.index_select(0, rows).to(dev, non_blocking=True)
+        if self.scales is not None:
+            x = x.float() * self.scales.index_select(0, rows).to(dev, non_blocking=True).float().unsqueeze(1)
+        if has is not None:
+            x = x * has.unsqueeze(1)
+        return x.unsqueeze(1)
 
     def gather_first(self, indices, device=None, out_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
         """The first token ([CLS]) of sequences ``indices``: ``(hidden [B, 1, dim], mask [B, 1] bool)``.
@@ -678,20 +686,11 @@ class FeatureCache:
                 has = None if all_have else has_all.index_select(0, i)
         except IndexError:
             raise IndexError(f"gather_first: index out of range for {n} sequences") from None
+        if has is not None:
+            has = has.to(dev)
         if table is None:
-            rows = (starts if has is None else starts.clamp(max=max(self.values.shape[0] - 1, 0))).to(self.values.device)
-            # as gather_pad converts: to float32, times the token's scale (int8), rounded once to out_dtype
-            # (without scales a float storage dtype converts straight to out_dtype: one rounding either way)
-            x = self.values.index_select(0, rows).to(dev, non_blocking=True)
-            if self.scales is not None:
-                x = x.float() * self.scales.index_select(0, rows).to(dev, non_blocking=True).float().unsqueeze(1)
-            if has is not None:
-                x = x * has.to(dev).unsqueeze(1)
-            x = x.unsqueeze(1)
-        if has is None:
-            mask = torch.ones(i.numel(), 1, dtype=torch.bool, device=dev)
-        else:
-            mask = has.to(dev).unsqueeze(1)
+            x = self._first_rows(starts, has, dev)
+        mask = torch.ones(i.numel(), 1, dtype=torch.bool, device=dev) if has is None else has.unsqueeze(1)
         return (x if x.dtype == out_dtype else x.to(out_dtype)), mask
 
     def compact(self, indices) -> tuple[Tensor, Tensor, Tensor | None]:

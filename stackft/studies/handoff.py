@@ -86,6 +86,11 @@ def pick_candidates(evals: list[dict], k: int, chosen_step: int | None) -> list[
     return sorted(picked)
 
 
+def _check_choice(choice: str) -> None:
+    if choice not in CHOICES:
+        raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+
+
 def choose_probe(probes: dict, candidates: list[int], rule_step: int | None, choice: str = "best",
                  z: float = 1.0) -> tuple[int, dict]:
     """The candidate whose probe continues, and the decision with its numbers.
@@ -100,8 +105,7 @@ def choose_probe(probes: dict, candidates: list[int], rule_step: int | None, cho
       Where the rule's candidate is not among ``candidates`` or a standard error is missing, this
       falls back to ``"best"`` and says why.
     """
-    if choice not in CHOICES:
-        raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+    _check_choice(choice)
     missing = [s for s in candidates if str(s) not in probes]
     if missing:
         raise ValueError(f"no probe result for candidate step(s) {missing}")
@@ -157,8 +161,7 @@ def search_handoff(cfg: TrainConfig, *, out_dir, candidates: int = 3, probe_frac
         raise ValueError(f"candidates must be >= 1, got {candidates}")
     if not 0.0 < probe_fraction < 1.0:
         raise ValueError(f"probe_fraction must be in (0, 1), got {probe_fraction}")
-    if choice not in CHOICES:
-        raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+    _check_choice(choice)  # here too: before phase 1, not after it
     if not z >= 0:
         raise ValueError(f"z must be >= 0, got {z}")
     out = Path(out_dir)

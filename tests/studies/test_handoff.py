@@ -56,9 +56,10 @@ def test_search_probes_each_candidate_and_continues_the_best(encoder_and_data, t
     assert again["chosen"] == report["chosen"] and again["total"] == report["total"]
 
 
-def test_search_picks_the_constructed_best_candidate(encoder_and_data, tmp_path, monkeypatch):
-    """Probe scores are rigged so the earliest candidate wins: the search must continue that one."""
-    enc, data = encoder_and_data
+@pytest.fixture
+def probe_3_wins(monkeypatch):
+    """Rigs Trainer.evaluate: phase-2 evaluations of the probe from step 3 score accuracy 2.0, far above
+    every other candidate (the fixed rule's, 12, included)."""
     from stackft.training.trainer import Trainer
 
     real = Trainer.evaluate
@@ -70,6 +71,11 @@ def test_search_picks_the_constructed_best_candidate(encoder_and_data, tmp_path,
         return out
 
     monkeypatch.setattr(Trainer, "evaluate", rigged)
+
+
+def test_search_picks_the_constructed_best_candidate(encoder_and_data, tmp_path, probe_3_wins):
+    """Probe scores are rigged so the earliest candidate wins: the search must continue that one."""
+    enc, data = encoder_and_data
     cfg = TrainConfig(output_dir="unused", **BASE)
     report = H.search_handoff(cfg, out_dir=tmp_path / "r", candidates=2, probe_fraction=0.25, encoder=enc, data=data)
     assert report["candidates"] == [3, 12] and report["chosen"] == 3
@@ -113,19 +119,8 @@ def test_choose_probe_falls_back_to_best_and_says_why():
 
 
 def test_search_with_se_choice_continues_a_clearly_better_probe_and_refuses_other_settings_on_resume(
-        encoder_and_data, tmp_path, monkeypatch):
+        encoder_and_data, tmp_path, probe_3_wins):
     enc, data = encoder_and_data
-    from stackft.training.trainer import Trainer
-
-    real = Trainer.evaluate
-
-    def rigged(self, split="dev", **kw):  # probe-step-3 far above the fixed rule's candidate (12)
-        out = real(self, split, **kw)
-        if self.pos.phase == 1 and "probe-step-3" in str(self.out):
-            out = {**out, "accuracy": 2.0}
-        return out
-
-    monkeypatch.setattr(Trainer, "evaluate", rigged)
     cfg = TrainConfig(output_dir="unused", **BASE)
     report = H.search_handoff(cfg, out_dir=tmp_path / "r", candidates=2, probe_fraction=0.25, choice="se",
                               encoder=enc, data=data)
