@@ -170,6 +170,17 @@ def test_highway_gemm_smoke(tmp_path):
         assert "packed-avx2" in paths  # timed beside it
 
 
+def test_profile_highway_layer_smoke(tmp_path):
+    """profile_highway_layer.py (the workload bench/README.md's perf shares come from) runs the C++ layer on
+    the path it is given and says which GEMM paths ran."""
+    from stackft import _ext
+
+    if _ext.disabled() or _ext.load() is None:
+        pytest.skip("the stackft_C extension is disabled or does not build here")
+    r = _run([str(BENCH / "profile_highway_layer.py"), "--isa", "base", "--steps", "1"], tmp_path)
+    assert "gate math base, per-step GEMMs blas" in r.stdout and "ms a step" in r.stdout
+
+
 def test_reproduce_dry_run(tmp_path):
     r = _run([str(BENCH / "reproduce.py"), "--data-root", str(tmp_path / "nowhere"), "--dry-run",
               "--out", str(tmp_path / "runs"), "--seeds", "0,1"], tmp_path, timeout=120)
