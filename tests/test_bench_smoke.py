@@ -434,3 +434,51 @@ def test_round_robin_times_fast_entries_in_bursts():
     assert calls["slow"] == 4 and len(wall["slow"]) == 3 and min(wall["slow"]) >= 30.0
     assert calls["fast"] > 4 * 3 and len(wall["fast"]) == 3  # bursts of many calls in the timed rounds
     assert max(wall["fast"]) < 1.0  # per call, not per burst
+
+
+def test_reproduce_confirms_the_picked_cell_on_fresh_seeds(tmp_path):
+    """The picked cell is re-scored against finetune-only on seeds that chose nothing, from run
+    folders or the previous record, and the target is judged there too."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from reproduce.plan import BASE, Cell, TaskPlan
+        from reproduce.report import compare, confirm, confirmation_summary, recorded_runs
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def runs(scores, seeds, wall):
+        return [{"trial": f"trial-i{s}-d{s}", "score": x, "wall_time": wall, "secondary": None,
+                 "phase_times": {"p": wall}} for s, x in zip(seeds, scores)]
+
+    def cell(strategy, scores, seeds, wall):
+        r = runs(scores, seeds, wall)
+        return {"strategy": strategy, "head": "fc", "runs": r, "n": len(r), "sd": 0.5, "wall_time_min": wall}
+
+    sel = {"finetune-only": cell("finetune-only", [78.0, 78.0, 78.0], [0, 1, 2], 100.0),
+           "snf-a": cell("stack-and-finetune", [81.0, 81.0, 81.0], [0, 1, 2], 110.0),
+           "snf-b": cell("stack-and-finetune", [79.0, 79.0, 79.0], [0, 1, 2], 100.0)}
+    t = {"title": "NER", "cells": sel, "comparisons": {n: compare(sel["finetune-only"], c) for n, c in sel.items()
+                                                       if n != "finetune-only"}}
+    plan = TaskPlan("ner", "ner", "NER", "t.txt", None, None, None, None,
+                    cells=(Cell("finetune-only", "finetune-only", "fc"), Cell("snf-a", "stack-and-finetune", "fc"),
+                           Cell("snf-b", "stack-and-finetune", "fc")))
+    fresh = [(5, 5), (6, 6), (7, 7)]
+    # the fresh runs' folders are gone; the previous record holds them (snf-a ahead on 2 of 3 seeds only)
+    prev = {"scale": "mid", "base_config": BASE["mid"], "tasks": {"ner": {"cells": {}, "confirmation": {"cells": {
+        "finetune-only": {"strategy": "finetune-only", "head": "fc", "runs": runs([78.0, 78.0, 78.0], [5, 6, 7], 100.0)},
+        "snf-a": {"strategy": "stack-and-finetune", "head": "fc", "runs": runs([79.0, 77.5, 79.0], [5, 6, 7], 115.0)},
+        "snf-b": {"strategy": "stack-and-finetune", "head": "fc", "runs": runs([99.0] * 3, [5, 6, 7], 1.0)}}}}}}
+    conf = confirm(plan, t, fresh, tmp_path, "f1", None, recorded_runs(prev, "mid", "ner", confirmation=True))
+    assert conf["cell"] == "snf-a" and set(conf["cells"]) == {"finetune-only", "snf-a"}  # snf-b is not re-scored
+    assert conf["seeds"] == [5, 6, 7] and conf["wall_ratio"] == pytest.approx(1.15)
+    assert conf["comparison"]["diffs"] == pytest.approx([1.0, -0.5, 1.0])
+    text = "\n".join(confirmation_summary({"tasks": {"ner": {**t, "confirmation": conf}}}, {}))
+    assert "| NER | snf-a | 3 | 78.00 ± 0.00 | 78.50 ± 0.87 | +0.50 ± 0.87 (ahead on 2 of 3 seeds" in text
+    assert "**On fresh seeds, target not met** (not every task has ≥ 3 paired seeds yet; ahead by more than" in text
+    assert confirm(plan, t, [], tmp_path, "f1", None) is None
+
+
+def test_reproduce_refuses_confirmation_seeds_among_its_own(tmp_path):
+    r = _run([str(BENCH / "reproduce.py"), "--data-root", str(tmp_path), "--seeds", "0-4", "--confirm-seeds", "4-6",
+              "--report-only"], tmp_path, expect=2)
+    assert r.returncode == 2 and "overlaps --seeds" in r.stderr
