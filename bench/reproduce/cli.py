@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     seeds = parse_seeds(args.seeds)
     pairs = trial_grid(seeds, args.grid)
-    if args.confirm_seeds and set(parse_seeds(args.confirm_seeds)) & set(seeds):
+    confirm_pairs = trial_grid(parse_seeds(args.confirm_seeds), args.grid) if args.confirm_seeds else []
+    if {i for i, _ in confirm_pairs} & set(seeds):
         ap.error(f"--confirm-seeds {args.confirm_seeds} overlaps --seeds {args.seeds}: "
                  "seeds that chose a cell cannot confirm it")
     keys = [k.strip() for k in args.tasks.split(",") if k.strip()]
@@ -161,8 +162,7 @@ def main(argv=None) -> int:
     results = build_results(scale=args.scale, command=command, note=args.note, seeds=seeds, grid=args.grid,
                             pairs=pairs, plans=plans, keys=keys, data_root=data_root, out=out, encoder=encoder,
                             encoder_name=args.encoder, t_start=t_start, previous=previous,
-                            confirm_pairs=trial_grid(parse_seeds(args.confirm_seeds), args.grid)
-                            if args.confirm_seeds else ())
+                            confirm_pairs=confirm_pairs)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=1, default=str))
     write_report(results, Path(args.results_md), Path(args.img_dir))

@@ -336,7 +336,7 @@ def confirm(plan: TaskPlan, t: dict, pairs, out: Path, metric: str, secondary: s
     comp = compare(base, other) if base["n"] and other["n"] else None
     wall = (other["wall_time_min"] / base["wall_time_min"]
             if base.get("wall_time_min") and other.get("wall_time_min") else None)
-    return {"seeds": sorted({i for i, _ in pairs}), "cell": pick["cell"], "cells": cells,
+    return {"seeds": sorted({i for i, _ in pairs}), "baseline": plan.baseline, "cell": pick["cell"], "cells": cells,
             "comparison": comp, "wall_ratio": wall}
 
 
@@ -348,12 +348,9 @@ def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid
     ``encoder`` (loaded) tokenizes the dev sets for the data notes; ``encoder_name`` is what the
     cells' configs record (None: the packaged all-MiniLM-L6-v2). ``previous``: the JSON record of an
     earlier report; runs (and training invocations) it holds whose folders are gone are kept from it.
-    ``confirm_pairs``: fresh seeds for :func:`confirm` (none of them among ``pairs``).
+    ``confirm_pairs``: fresh seeds for :func:`confirm` (none of them among ``pairs``: the CLI refuses
+    them before it trains anything).
     """
-    overlap = {tuple(p) for p in confirm_pairs} & {tuple(p) for p in pairs}
-    if overlap:
-        raise ValueError(f"confirmation seeds {sorted(overlap)} are among the report's own seeds: "
-                         "seeds that chose the cell cannot confirm it")
     from stackft.data.pipeline import load_task_data, read_examples
     from stackft.tasks import get_task
 
@@ -365,7 +362,7 @@ def build_results(*, scale: str, command: str, note: str, seeds: list[int], grid
         "invocations": merge_invocations((previous or {}).get("invocations", []), read_invocations(out)),
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "seeds": seeds, "grid": grid, "confirm_seeds": sorted({i for i, _ in confirm_pairs}),
+        "seeds": seeds, "grid": grid,
         "seed_note": ("every (init_seed, data_seed) pair of " if grid else "init_seed = data_seed = s for s in ")
                      + ", ".join(map(str, seeds)) + "; split_seed 0 (one fixed split and subsample for every run)",
         "n_runs": len(pairs),
@@ -698,6 +695,14 @@ def write_report(results: dict, md_path: Path, img_dir: Path) -> None:
     md_path.write_text("\n".join(L) + "\n")
 
 
+def standing(c: dict, base_sd: float) -> dict:
+    """How a paired comparison (:func:`compare`) stands against the target: ``noise`` (the seed spread:
+    the larger of the baseline's sd and the differences' sd), ``as_good`` (mean Δ >= 0) and ``ahead``
+    (ahead on every seed, by more than the noise)."""
+    noise = max(base_sd, c["sd"])
+    return {"noise": noise, "as_good": c["mean"] >= 0, "ahead": c["wins"] == c["n"] and c["mean"] > noise}
+
+
 def best_stacked(t: dict) -> dict | None:
     """The stack-and-finetune cell the target is judged on, and how it stands.
 
@@ -721,9 +726,7 @@ def best_stacked(t: dict) -> dict | None:
 
     _, _, name = max((within(n), comps[n]["mean"], n) for n in names)
     c, c2x, chl = comps[name], comps.get(name + ":2x"), comps.get(name + ":headlr")
-    noise = max(base["sd"], c["sd"])
-    return {"cell": name, "n": c["n"], "delta": c["mean"], "noise": noise, "as_good": c["mean"] >= 0,
-            "ahead": c["wins"] == c["n"] and c["mean"] > noise, "wall_ratio": wall(name),
+    return {"cell": name, "n": c["n"], "delta": c["mean"], **standing(c, base["sd"]), "wall_ratio": wall(name),
             "delta_2x": None if c2x is None else c2x["mean"],
             "ahead_of_2x": c2x is not None and c2x["mean"] > 0, "within_budget": within(name),
             "delta_headlr": None if chl is None else chl["mean"],
@@ -790,7 +793,7 @@ def confirmation_summary(results: dict, picked: dict) -> list[str]:
     rows = {k: t["confirmation"] for k, t in results["tasks"].items() if t.get("confirmation")}
     if not rows:
         return []
-    seeds = ", ".join(map(str, results.get("confirm_seeds") or sorted({s for r in rows.values() for s in r["seeds"]})))
+    seeds = ", ".join(map(str, sorted({s for r in rows.values() for s in r["seeds"]})))
     L = ["", "### The same cells on fresh seeds", "",
          f"Each cell above was picked on the seeds it is scored on. Seeds {seeds} picked nothing: the picked "
          "cell and finetune-only were trained on them (paired, same seeds), the cells and seeds fixed before "
@@ -801,15 +804,14 @@ def confirmation_summary(results: dict, picked: dict) -> list[str]:
     status = {}
     for k, conf in rows.items():
         c, title = conf["comparison"], results["tasks"][k]["title"]
-        base, other = conf["cells"]["finetune-only"], conf["cells"][conf["cell"]]
+        base, other = conf["cells"][conf["baseline"]], conf["cells"][conf["cell"]]
         if c is None:
             L.append(f"| {title} | {conf['cell']} | 0 | – | – | – | – | – | – |")
             continue
-        noise = max(base["sd"], c["sd"])
-        wall = conf["wall_ratio"]
+        st = standing(c, base["sd"])
+        noise, wall = st["noise"], conf["wall_ratio"]
         within = wall <= WALL_BUDGET if wall is not None else picked.get(k, {}).get("within_budget", False)
-        status[k] = {"n": c["n"], "as_good": c["mean"] >= 0, "ahead": c["wins"] == c["n"] and c["mean"] > noise,
-                     "within_budget": within}
+        status[k] = {"n": c["n"], **st, "within_budget": within}
         L.append(f"| {title} | {conf['cell']} | {c['n']} | {base['mean']:.2f} ± {base['sd']:.2f} | "
                  f"{other['mean']:.2f} ± {other['sd']:.2f} | {c['mean']:+.2f} ± {c['sd']:.2f} "
                  f"({verdict_phrase(c, base['sd'])}) | " + ", ".join(f"{x:+.2f}" for x in c["diffs"])
