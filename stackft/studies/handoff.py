@@ -125,7 +125,7 @@ def choose_probe(probes: dict, candidates: list[int], rule_step: int | None, cho
             continue
         diff, se_diff = score[s] - score[rule_step], math.hypot(se[s], se[rule_step])
         margins[str(s)] = {"diff": diff, "se_diff": se_diff, "beats": diff > z * se_diff}
-        if diff > z * se_diff:
+        if margins[str(s)]["beats"]:
             winners.append(s)
     decision["margins"] = margins
     if not winners:
